@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv if missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint slurm-up latex clean-demo
+
+$(STAMP): pyproject.toml envs/requirements.lock
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r envs/requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/snakemake --cores 2 --configfile config.yaml all
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/snakemake --lint
+
+# A one-machine SLURM cluster for the end-to-end SLURM test (root, Debian).
+slurm-up:
+	bash scripts/slurm-up.sh
+
+# The Debian TeX Live packages that build reports/report.pdf (root, Debian).
+latex:
+	bash scripts/install-latex.sh

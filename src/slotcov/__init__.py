@@ -1,0 +1,3 @@
+"""slotcov: Slot Attention with covariance / cosine bottleneck regularisers, reproduced."""
+
+__version__ = "0.1.0"

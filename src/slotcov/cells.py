@@ -1,0 +1,60 @@
+"""Every table cell of the paper as plain data (SPEC.md), and how to build its modules.
+
+A cell config has three sections: `model` (build_model), `reg` (the regulariser and
+its projection head) and `train` (the schedule). Presets override these per dataset and
+per method (slotcov.config.resolve_cell); the values here are the paper's.
+"""
+from __future__ import annotations
+
+import copy
+
+from slotcov.losses import ProjectionHead
+from slotcov.models import build_model
+
+TRAIN = {  # the shared schedule
+    "steps": 500_000, "batch_size": 64, "lr": 4e-4, "warmup_steps": 10_000,
+    "decay_rate": 0.5, "decay_steps": 100_000, "grad_clip": None, "seed": 0,
+    "amp": "auto", "compile": False, "checkpoint_every": 5_000, "log_every": 100,
+    "skip_nonfinite": False,
+}
+NO_REG = {"method": "none", "projection": None}
+COVLOSS = {"method": "covloss", "projection": [1024, 1024, 1024], "cov_weight": 1.0,
+           "var_weight": 0.0, "gamma": 0.0, "cov_divide_by": "d2"}
+COSINE = {"method": "cosineloss", "projection": None, "cosine_weight": 0.01, "cosine_margin": 0.2}
+VICREG_SLOTS = {"method": "vicreg", "projection": None, "cov_weight": 1.0, "var_weight": 1.0,
+                "gamma": 1.0, "cov_divide_by": "d"}
+
+SA_CNN = {"kind": "sa_cnn", "resolution": 64, "num_slots": 5, "slot_dim": 64, "iters": 3,
+          "mlp_hidden": 128, "channels": 64}
+SA_VIT = {"kind": "sa_vit", "feature_dim": 768, "num_tokens": 196, "num_slots": 7, "slot_dim": 64,
+          "iters": 3, "mlp_hidden": 256, "broadcast": 8, "decoder_mlp": [32, 32, 32],
+          "decoder_channels": 32, "upsample": 4, "target_resolution": 128}
+DINOSAUR = {"kind": "dinosaur", "feature_dim": 768, "num_tokens": 196, "num_slots": 7, "slot_dim": 256,
+            "iters": 3, "mlp_hidden": 1024, "decoder_hidden": [3072]}
+
+
+def _cell(model: dict, reg: dict, **train) -> dict:
+    return copy.deepcopy({"model": model, "reg": reg, "train": {**TRAIN, **train}})
+
+
+PAPER_CELLS: dict[str, dict] = {
+    "cmdsprites/sa": _cell(SA_CNN, NO_REG),
+    "cmdsprites/covloss": _cell(SA_CNN, COVLOSS),
+    "cmdsprites/cosineloss": _cell(SA_CNN, COSINE, warmup_steps=0),
+    "coco/sa": _cell(SA_VIT, NO_REG, grad_clip=1.0),
+    "coco/covloss": _cell(SA_VIT, COVLOSS, grad_clip=1.0),
+    "coco/cosineloss": _cell({**SA_VIT, "slot_dim": 128, "mlp_hidden": 512}, COSINE, grad_clip=1.0),
+    "coco/dinosaur": _cell(DINOSAUR, NO_REG, grad_clip=1.0),
+    "coco/dinosaur_covloss": _cell(DINOSAUR, VICREG_SLOTS, grad_clip=1.0),
+    "coco/dinosaur1024": _cell({**DINOSAUR, "slot_dim": 1024, "mlp_hidden": 4096}, NO_REG, grad_clip=1.0),
+    "coco/dinosaur1024_covloss": _cell({**DINOSAUR, "slot_dim": 1024, "mlp_hidden": 4096}, VICREG_SLOTS,
+                                       grad_clip=1.0),
+}
+EVAL_ONLY = {"coco/blockmasks"}  # evaluated, never trained
+
+
+def build_cell(cfg: dict):
+    """The trainable modules of a cell: (model, projection head)."""
+    model = build_model(cfg["model"])
+    head = ProjectionHead(cfg["model"]["slot_dim"], cfg["reg"].get("projection"))
+    return model, head

@@ -1,0 +1,128 @@
+"""Config files: load, validate against the JSON schema, resolve one cell's settings.
+
+A cell's settings are the paper's (slotcov.cells.PAPER_CELLS) with the preset's
+`datasets.<dataset>` and then `methods.<cell>` overrides merged over them.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from slotcov.cells import EVAL_ONLY, PAPER_CELLS
+from slotcov.errors import UserError
+
+
+def _schema() -> dict:
+    return yaml.safe_load(resources.files("slotcov").joinpath("config.schema.yaml").read_text())
+
+
+def _where(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Check `config` against the schema and the cells' constraints; raise one-line UserError."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            extra = sorted(set(error.instance) - set(allowed))
+            raise UserError(f"{source}: unknown key {_where(list(error.absolute_path) + extra[:1])!s}; "
+                            f"allowed here: {', '.join(allowed)}")
+        if error.validator == "enum":
+            raise UserError(f"{source}: {_where(error.absolute_path)} = {error.instance!r} is not allowed; "
+                            f"choose one of: {', '.join(map(str, error.validator_value))}")
+        raise UserError(f"{source}: {_where(error.absolute_path)}: {error.message}")
+    for cell in config["cells"]:
+        if cell not in EVAL_ONLY:
+            check_cell(resolve_cell(config, cell), cell, source)
+    return config
+
+
+def check_cell(cfg: dict, cell: str, source: str = "config") -> None:
+    """Constraints the schema cannot express: shapes that must fit the data and each other."""
+    m, t = cfg["model"], cfg["train"]
+    if m["kind"] == "sa_cnn" and m["num_slots"] < 5 and cell.startswith("cmdsprites"):
+        raise UserError(f"{source}: {cell}: num_slots={m['num_slots']} cannot hold ColoredMDSprites scenes "
+                        "(up to 4 sprites + background); use num_slots >= 5")
+    if m["kind"] == "sa_vit" and m["broadcast"] * 2 ** m["upsample"] != m["target_resolution"]:
+        raise UserError(f"{source}: {cell}: broadcast {m['broadcast']} x 2^upsample {m['upsample']} must equal "
+                        f"target_resolution {m['target_resolution']}")
+    if t["warmup_steps"] > t["steps"]:
+        raise UserError(f"{source}: {cell}: warmup_steps {t['warmup_steps']} exceeds steps {t['steps']}")
+
+
+def load(path: str | Path) -> dict:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"config file {path} not found")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: expected a mapping of settings at the top level")
+    return validate(config, str(path))
+
+
+def deep_merge(base: dict, over: dict | None) -> dict:
+    """A copy of `base` with `over` merged in (mappings recursively, everything else replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
+
+
+def resolve_cell(config: dict, cell: str, overrides: dict | None = None) -> dict:
+    """The full settings of `cell` ("dataset/method") under `config`, plus optional overrides."""
+    if cell not in PAPER_CELLS:
+        raise UserError(f"unknown cell {cell!r}; choose one of: {', '.join(PAPER_CELLS)}")
+    dataset = cell.split("/")[0]
+    cfg = deep_merge(PAPER_CELLS[cell], config.get("datasets", {}).get(dataset))
+    cfg = deep_merge(cfg, config.get("methods", {}).get(cell))
+    return deep_merge(cfg, overrides)
+
+
+def parse_set(items: list[str]) -> dict:
+    """`--set reg.cov_weight=0.1` items as a nested override mapping (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. reg.cov_weight=0.1")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def config_hash(obj) -> str:
+    """A short stable hash of a JSON-able object (provenance)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cli_check_config(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="slotcov check-config",
+                                description="Validate a config file and print each cell's resolved settings.")
+    p.add_argument("config", nargs="?", default="config.yaml")
+    p.add_argument("--cell", help="print only this cell")
+    args = p.parse_args(argv)
+    config = load(args.config)
+    cells = [args.cell] if args.cell else [c for c in config["cells"] if c not in EVAL_ONLY]
+    for cell in cells:
+        print(f"# {cell}\n" + yaml.safe_dump(resolve_cell(config, cell), sort_keys=False))
+    print(f"{args.config}: OK ({len(config['cells'])} cells, seeds {config['seeds']})")
+    return 0

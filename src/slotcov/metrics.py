@@ -1,0 +1,99 @@
+"""Segmentation metrics: FG-ARI and mBO, vectorised over images, and the block-masks baseline.
+
+Convention (SPEC.md): in `true_ids`, 0 marks an ignored pixel (background, or a pixel of
+more than one instance); 1..M are objects. `pred_ids` is the arg-max slot of each pixel.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _contingency(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
+    """Per-image contingency tables [B, T, P] (int64) over the pixels with true id > 0."""
+    b = true_ids.shape[0]
+    t = true_ids.reshape(b, -1).long()
+    p = pred_ids.reshape(b, -1).long()
+    if t.shape != p.shape:
+        raise ValueError(f"true_ids {tuple(true_ids.shape)} and pred_ids {tuple(pred_ids.shape)} differ")
+    if (t < 0).any() or (p < 0).any():
+        raise ValueError("ids must be non-negative")
+    n_t, n_p = int(t.max()) + 1 if t.numel() else 1, int(p.max()) + 1 if p.numel() else 1
+    keep = t > 0
+    flat = (torch.arange(b, device=t.device).unsqueeze(1) * n_t + t) * n_p + p
+    counts = torch.bincount(flat[keep], minlength=b * n_t * n_p)
+    return counts.reshape(b, n_t, n_p)
+
+
+def fg_ari(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
+    """Adjusted Rand index on each image's foreground pixels: float64 [B], NaN without foreground.
+
+    Equals sklearn.metrics.adjusted_rand_score(true[fg], pred[fg]) per image, through the
+    same pair-confusion formula (including its 1.0 for perfect agreement on one pixel).
+    """
+    c = _contingency(torch.as_tensor(true_ids), torch.as_tensor(pred_ids)).double()
+    n = c.sum(dim=(1, 2))
+    sum_sq = c.pow(2).sum(dim=(1, 2))
+    rows_sq = c.sum(dim=2).pow(2).sum(dim=1)
+    cols_sq = c.sum(dim=1).pow(2).sum(dim=1)
+    tp = sum_sq - n
+    fp = cols_sq - sum_sq  # pairs together in the prediction, apart in the truth
+    fn = rows_sq - sum_sq
+    tn = n * n - fp - fn - sum_sq
+    denom = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
+    ari = 2.0 * (tp * tn - fn * fp) / denom
+    ari = torch.where((fn == 0) & (fp == 0), torch.ones_like(ari), ari)
+    return torch.where(n > 0, ari, torch.full_like(ari, math.nan))
+
+
+def mbo(true_ids: torch.Tensor, pred_ids: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean best overlap (DINOSAUR): per image, the mean over objects of their best IoU with a slot mask.
+
+    true id 0 is "not an object". Pixels where `valid` is False (for COCO: overlaps) are
+    dropped from both masks; by default every pixel is valid, so a slot's mask includes the
+    background it covers. float64 [B], NaN for an image without objects.
+    """
+    true_ids, pred_ids = torch.as_tensor(true_ids), torch.as_tensor(pred_ids)
+    b = true_ids.shape[0]
+    t = true_ids.reshape(b, -1).long()
+    p = pred_ids.reshape(b, -1).long()
+    v = torch.ones_like(t, dtype=torch.bool) if valid is None else torch.as_tensor(valid).reshape(b, -1).bool()
+    n_t, n_p = int(t.max()) + 1, int(p.max()) + 1
+    flat = (torch.arange(b, device=t.device).unsqueeze(1) * n_t + t) * n_p + p
+    inter = torch.bincount(flat[v], minlength=b * n_t * n_p).reshape(b, n_t, n_p).double()
+    area_t = inter.sum(dim=2, keepdim=True)
+    area_p = inter.sum(dim=1, keepdim=True)
+    iou = inter / (area_t + area_p - inter).clamp_min(1)
+    best = iou[:, 1:].amax(dim=2)  # [B, T-1]
+    present = area_t[:, 1:, 0] > 0
+    n_obj = present.sum(dim=1)
+    score = (best * present).sum(dim=1) / n_obj.clamp_min(1)
+    return torch.where(n_obj > 0, score, torch.full_like(score, math.nan))
+
+
+def block_masks(height: int, width: int, num_blocks: int) -> torch.Tensor:
+    """DINOSAUR's block-masks baseline: the image cut into `num_blocks` near-equal rectangles.
+
+    Rows r = round(sqrt(n)); the blocks are spread over the rows as evenly as possible, each
+    row cut into equal-width pieces and given a height proportional to its count. Returns slot ids [height, width] (int64).
+    """
+    rows = max(1, round(math.sqrt(num_blocks)))
+    per_row = [num_blocks // rows + (1 if i < num_blocks % rows else 0) for i in range(rows)]
+    ids = torch.empty(height, width, dtype=torch.long)
+    first = 0
+    for cols in per_row:  # a row's height is proportional to its number of blocks: equal areas
+        y0, y1 = round(height * first / num_blocks), round(height * (first + cols) / num_blocks)
+        for c in range(cols):
+            x0, x1 = c * width // cols, (c + 1) * width // cols
+            ids[y0:y1, x0:x1] = first + c
+        first += cols
+    return ids
+
+
+def summarize(scores: torch.Tensor) -> dict[str, float]:
+    """Mean in percent over the images with a score, their count, and the count without one."""
+    ok = ~torch.isnan(scores)
+    n = int(ok.sum())
+    mean = float(scores[ok].mean() * 100) if n else math.nan
+    return {"mean": mean, "n": n, "skipped": int((~ok).sum())}

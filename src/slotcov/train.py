@@ -1,0 +1,316 @@
+"""Training one cell: a plain loop with warm-up + exponential decay, AMP, clipping, resumable checkpoints.
+
+Files in the run folder:
+  ckpt.pt    the latest checkpoint (atomic; the previous one stays until the new is complete)
+  log.csv    every `log_every` steps: step,lr,loss,recon,cov,var,cos,grad_norm,sec
+  model.pt   the final weights, written only when all steps are done
+A run restarted on the same folder resumes from ckpt.pt and ends with the same weights
+as an uninterrupted run (same seed, CPU): batches are a function of (seed, step) and the
+RNG states travel in the checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from slotcov.cells import build_cell
+from slotcov.config import config_hash
+from slotcov.errors import UserError
+from slotcov.io import atomic_path
+from slotcov.losses import regulariser_terms, weighted_total
+
+LOG_COLUMNS = ["step", "lr", "loss", "recon", "cov", "var", "cos", "grad_norm", "sec"]
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job was asked to stop and checkpointed; resubmit to resume
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or the gradient norm stopped being finite."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM/SIGUSR1 arrived; a checkpoint was written."""
+
+
+def lr_at(step: int, t: dict) -> float:
+    """Linear warm-up over warmup_steps, then lr * decay_rate^(step/decay_steps) (applied throughout)."""
+    warm = min(1.0, step / t["warmup_steps"]) if t["warmup_steps"] else 1.0
+    return t["lr"] * warm * t["decay_rate"] ** (step / t["decay_steps"])
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
+    """The dataset indices of a step: consecutive slices of a per-epoch permutation seeded by (seed, epoch)."""
+    pos = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+    epochs, offsets = pos // n, pos % n
+    out = np.empty(batch_size, dtype=np.int64)
+    for e in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(e)]).permutation(n)
+        out[epochs == e] = perm[offsets[epochs == e]]
+    return out
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Prefetcher:
+    """Reads the batches of the coming steps in a background thread (pinned memory on CUDA)."""
+
+    def __init__(self, dataset, start: int, stop: int, batch_size: int, seed: int, device: torch.device,
+                 depth: int = 3):
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.pin = device.type == "cuda"
+        self.device = device
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(dataset, start, stop, batch_size, seed), daemon=True)
+        self.thread.start()
+
+    def _run(self, dataset, start, stop, batch_size, seed):
+        try:
+            for step in range(start, stop):
+                if self._stop.is_set():
+                    return
+                batch = dataset.batch(batch_indices(step, batch_size, len(dataset), seed))
+                if self.pin:
+                    batch = {k: v.pin_memory() for k, v in batch.items()}
+                self.q.put((step, batch))
+        except BaseException as err:  # surfaced in the training thread
+            self.q.put((None, err))
+
+    def get(self) -> tuple[int, dict]:
+        step, batch = self.q.get()
+        if step is None:
+            raise batch
+        return step, {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def close(self):
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.q.get_nowait()
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    """torch.save to a temporary file, then rename: a crash or full disk leaves the old checkpoint intact."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
+                        f"delete it to restart the run from scratch") from None
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Drop log rows after the checkpoint's step, so a resumed run logs each step once."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        csv.writer(fh).writerows(keep)
+
+
+def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progress: bool = True,
+          stop_after: int | None = None) -> Path:
+    """Train the cell `cfg` on `dataset` into `out_dir`; return the path of model.pt.
+
+    Resumes from out_dir/ckpt.pt when present. `stop_after` ends the process's work after
+    that many steps (as if preempted, without the signal): used by tests.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = cfg["train"]
+    dev = resolve_device(device)
+    if t.get("threads"):
+        torch.set_num_threads(t["threads"])
+    final = out / "model.pt"
+    digest = config_hash(cfg)
+    if final.exists() and torch.load(final, map_location="cpu", weights_only=False).get("config_hash") == digest:
+        return final
+
+    torch.manual_seed(t["seed"])
+    model, head = build_cell(cfg)
+    model.to(dev)
+    head.to(dev)
+    if dev.type == "cuda" and cfg["model"]["kind"] != "dinosaur":
+        model.to(memory_format=torch.channels_last)
+    params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=t["lr"])
+    step = 0
+    ckpt_path = out / "ckpt.pt"
+    if ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        if ck["config_hash"] != digest:
+            raise UserError(f"{ckpt_path} belongs to a different config (hash {ck['config_hash']} != {digest}); "
+                            f"delete {out} or choose another output folder")
+        model.load_state_dict(ck["model"])
+        head.load_state_dict(ck["head"])
+        opt.load_state_dict(ck["optimizer"])
+        step = ck["step"]
+        _set_rng_state(ck["rng"], dev)
+        _truncate_log(out / "log.csv", step)
+
+    use_amp = dev.type == "cuda" and t.get("amp", "auto") in ("auto", "bf16")
+    forward = torch.compile(model) if t.get("compile") else model
+    state = {"signal": None}
+
+    def on_signal(signum, _frame):
+        state["signal"] = signal.Signals(signum).name
+
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)} \
+        if threading.current_thread() is threading.main_thread() else {}
+
+    def checkpoint(at: int):
+        save_checkpoint(ckpt_path, model=model.state_dict(), head=head.state_dict(), optimizer=opt.state_dict(),
+                        step=at, rng=_rng_state(dev), config=cfg, config_hash=digest)
+
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    log_fh = open(log_path, "a", newline="")
+    log = csv.writer(log_fh)
+    if new_log:
+        log.writerow(LOG_COLUMNS)
+    stop = t["steps"] if stop_after is None else min(t["steps"], step + stop_after)
+    feeder = Prefetcher(dataset, step, stop, t["batch_size"], t["seed"], dev)
+    bar = tqdm(total=t["steps"], initial=step, desc=f"train {out}", disable=not progress, dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    t0 = time.time()
+    try:
+        while step < stop:
+            _, batch = feeder.get()
+            lr = lr_at(step, t)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                outputs = forward(batch)
+            recon = F.mse_loss(outputs["recon"].float(), outputs["target"].float())
+            with torch.autocast(dev.type, enabled=False):
+                terms = regulariser_terms(outputs["slots"].float(), head, cfg["reg"])
+            loss = weighted_total(recon, terms, cfg["reg"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, t["grad_clip"] or float("inf"))
+            values = torch.stack([loss.detach(), recon.detach(), grad_norm] +
+                                 [terms[k].detach() for k in ("cov", "var", "cos") if k in terms]).tolist()
+            named = {"loss": values[0], "recon": values[1], "grad_norm": values[2],
+                     **dict(zip([k for k in ("cov", "var", "cos") if k in terms], values[3:]))}
+            if not np.all(np.isfinite(values)):
+                detail = ", ".join(f"{k}={v:.6g}" for k, v in named.items())
+                if t.get("skip_nonfinite"):
+                    print(f"warning: step {step}: non-finite ({detail}); batch skipped", file=sys.stderr)
+                    step += 1
+                    bar.update(1)
+                    continue
+                raise NonFiniteLoss(f"step {step}: non-finite loss or gradient ({detail}); "
+                                    f"last good checkpoint kept at {ckpt_path if ckpt_path.exists() else 'none'}")
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % t["log_every"] == 0 or step == t["steps"]:
+                log.writerow([step, f"{lr:.6g}"] + [f"{named[k]:.6g}" if k in named else "" for k in LOG_COLUMNS[2:-1]]
+                             + [f"{time.time() - t0:.3f}"])
+                log_fh.flush()
+                bar.set_postfix(loss=f"{named['loss']:.4g}", recon=f"{named['recon']:.4g}")
+            if step % t["checkpoint_every"] == 0 or step == t["steps"]:
+                checkpoint(step)
+            if state["signal"]:
+                checkpoint(step)
+                raise Preempted(f"{state['signal']} at step {step}: checkpoint written to {ckpt_path}; "
+                                f"run the same command again to resume")
+        if step < t["steps"]:
+            checkpoint(step)
+            return out / "ckpt.pt"
+        with atomic_path(final) as tmp:
+            torch.save({"model": model.state_dict(), "head": head.state_dict(), "config": cfg,
+                        "config_hash": digest, "steps": step}, tmp)
+        return final
+    finally:
+        feeder.close()
+        bar.close()
+        log_fh.close()
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+def load_trained(run_dir: str | Path, device: str = "cpu"):
+    """The (model, head, cfg) of a finished run folder, in eval mode."""
+    path = Path(run_dir) / "model.pt"
+    if not path.exists():
+        raise UserError(f"{path} not found: the run has not finished; train it first (slotcov train)")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model, head = build_cell(ck["config"])
+    model.load_state_dict(ck["model"])
+    head.load_state_dict(ck["head"])
+    dev = resolve_device(device)
+    return model.to(dev).eval(), head.to(dev).eval(), ck["config"]
+
+
+def cli_train(argv: list[str]) -> int:
+    import argparse
+
+    from slotcov import config as C
+    from slotcov.data import open_dataset
+
+    p = argparse.ArgumentParser(prog="slotcov train", description="Train one table cell; resumes from --out.")
+    p.add_argument("--config", default="config.yaml", help="preset file (default: config.yaml)")
+    p.add_argument("--cell", required=True, help="DATASET/METHOD, e.g. cmdsprites/covloss")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", required=True, help="prepared training split folder")
+    p.add_argument("--features", help="feature store folder (COCO cells)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, model.pt)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a cell setting, e.g. --set reg.cov_weight=0.1 (repeatable)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    config = C.load(args.config)
+    overrides = C.deep_merge(C.parse_set(args.set), {"train": {"seed": args.seed}})
+    cfg = C.resolve_cell(config, args.cell, overrides)
+    C.check_cell(cfg, args.cell, args.config)
+    dataset = open_dataset(args.cell.split("/")[0], args.data, args.features)
+    try:
+        path = train(cfg, dataset, args.out, args.device, progress=not args.no_progress)
+    except Preempted as err:
+        print(f"slotcov train: {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except NonFiniteLoss as err:
+        print(f"slotcov train: error: {err}", file=sys.stderr)
+        return 1
+    except torch.OutOfMemoryError:
+        print(f"slotcov train: error: out of GPU memory at batch size {cfg['train']['batch_size']} for {args.cell}; "
+              f"lower it with --set train.batch_size=N or in the preset's datasets/methods section", file=sys.stderr)
+        return 1
+    print(json.dumps({"cell": args.cell, "seed": args.seed, "output": str(path)}))
+    return 0

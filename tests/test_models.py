@@ -1,0 +1,77 @@
+"""The model family: the authors' parameter counts, output shapes and mask normalisation."""
+import pytest
+import torch
+
+from slotcov.cells import PAPER_CELLS, build_cell
+from slotcov.config import deep_merge
+from slotcov.models import SlotAttention, count_parameters
+
+AUTHORS_COUNTS = {  # trainable parameters (model, projection head) of the authors' models
+    "cmdsprites/sa": (685_380, 0),
+    "cmdsprites/covloss": (685_380, 2_169_856),
+    "cmdsprites/cosineloss": (685_380, 0),
+    "coco/sa": (263_876, 0),
+    "coco/covloss": (263_876, 2_169_856),
+    "coco/cosineloss": (550_404, 0),
+}
+
+
+@pytest.mark.parametrize("cell", AUTHORS_COUNTS)
+def test_parameter_counts_match_the_authors(cell):
+    model, head = build_cell(PAPER_CELLS[cell])
+    assert (count_parameters(model), count_parameters(head)) == AUTHORS_COUNTS[cell]
+    assert count_parameters(model) + count_parameters(head) == sum(AUTHORS_COUNTS[cell])
+
+
+def test_dinosaur_decoder_options():
+    small = deep_merge(PAPER_CELLS["coco/dinosaur"], {"model": {"decoder_hidden": [2048, 2048, 2048]}})
+    model, _ = build_cell(small)
+    linears = [m for m in model.decoder.mlp if isinstance(m, torch.nn.Linear)]
+    assert [lin.out_features for lin in linears] == [2048, 2048, 2048, 769]
+    assert PAPER_CELLS["coco/dinosaur1024"]["model"]["slot_dim"] == 1024
+
+
+def _tiny(cell):
+    over = {"cmdsprites": {"model": {"resolution": 16}},
+            "coco": {"model": {"feature_dim": 24, "num_tokens": 16, "broadcast": 2, "upsample": 3,
+                               "target_resolution": 16, "decoder_hidden": [32]}}}[cell.split("/")[0]]
+    return deep_merge(PAPER_CELLS[cell], over)
+
+
+@pytest.mark.parametrize("cell", list(PAPER_CELLS))
+def test_forward_shapes_and_masks(cell):
+    torch.manual_seed(0)
+    cfg = _tiny(cell)
+    model, head = build_cell(cfg)
+    k, d = cfg["model"]["num_slots"], cfg["model"]["slot_dim"]
+    batch = {"image": torch.rand(2, 3, 16, 16), "features": torch.randn(2, 16, 24)}
+    out = model(batch)
+    assert out["slots"].shape == (2, k, d)
+    assert out["recon"].shape == out["target"].shape
+    if cfg["model"]["kind"] == "dinosaur":
+        assert out["masks"].shape == (2, k, 16)
+    else:
+        assert out["recon"].shape == (2, 3, 16, 16)
+        assert out["masks"].shape == (2, k, 16, 16)
+    torch.testing.assert_close(out["masks"].sum(dim=1), torch.ones_like(out["masks"][:, 0]))
+    assert head(out["slots"]).shape[-1] == (cfg["reg"]["projection"] or [d])[-1]
+
+
+def test_slot_attention_normalises_over_inputs_after_softmax_over_slots():
+    torch.manual_seed(0)
+    sa = SlotAttention(num_slots=4, dim=8, iters=1, mlp_hidden=16)
+    slots, attn = sa(torch.randn(3, 10, 8))
+    assert slots.shape == (3, 4, 8) and attn.shape == (3, 4, 10)
+    # attn is the softmax over slots (+eps) of the last iteration: columns sum to 1 + K*eps
+    torch.testing.assert_close(attn.sum(dim=1), torch.full((3, 10), 1 + 4e-8), rtol=0, atol=1e-6)
+
+
+def test_model_summary_cli(capsys):
+    from slotcov.cli import main
+
+    assert main(["model-summary"]) == 0
+    listing = capsys.readouterr().out
+    assert "2,855,236" in listing and "550,404" in listing
+    assert main(["model-summary", "coco/covloss"]) == 0
+    assert "2,433,732" in capsys.readouterr().out
+    assert main(["model-summary", "nope/nope"]) == 2

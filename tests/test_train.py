@@ -1,0 +1,130 @@
+"""The trainer: loss falls, schedule, exact resume after preemption or kill, non-finite stops."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from slotcov.errors import UserError
+from slotcov.train import NonFiniteLoss, Preempted, batch_indices, lr_at, train
+from tiny_run import tiny_cell, tiny_dataset
+
+HERE = Path(__file__).parent
+
+
+def _weights(run: Path) -> dict:
+    return torch.load(run / "model.pt", weights_only=False)["model"]
+
+
+def _assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_schedule():
+    t = {"lr": 4e-4, "warmup_steps": 10_000, "decay_rate": 0.5, "decay_steps": 100_000}
+    assert lr_at(0, t) == 0.0
+    assert lr_at(5_000, t) == pytest.approx(2e-4 * 0.5 ** 0.05)
+    assert lr_at(100_000, t) == pytest.approx(2e-4)
+    assert lr_at(0, {**t, "warmup_steps": 0}) == 4e-4
+
+
+def test_batches_cover_each_epoch_once():
+    idx = np.concatenate([batch_indices(s, 8, 20, seed=3) for s in range(5)])  # 40 = two epochs
+    assert sorted(idx[:20]) == list(range(20)) and sorted(idx[20:]) == list(range(20))
+    assert not np.array_equal(idx[:20], idx[20:])
+    assert np.array_equal(batch_indices(2, 8, 20, 3), batch_indices(2, 8, 20, 3))
+
+
+def test_short_run_reconstruction_falls(tmp_path):
+    train(tiny_cell("cmdsprites/sa", steps=40, lr=1e-3), tiny_dataset(), tmp_path, progress=False)
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert list(log.step) == list(range(1, 41))
+    assert log.recon.iloc[-5:].mean() < 0.7 * log.recon.iloc[:5].mean()
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_resume_after_stop_gives_identical_weights(tmp_path):
+    cfg = tiny_cell()
+    train(cfg, tiny_dataset(), tmp_path / "a", progress=False)
+    assert train(cfg, tiny_dataset(), tmp_path / "b", progress=False, stop_after=5).name == "ckpt.pt"
+    assert not (tmp_path / "b" / "model.pt").exists()
+    train(cfg, tiny_dataset(), tmp_path / "b", progress=False)
+    _assert_same_weights(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    log_a, log_b = pd.read_csv(tmp_path / "a" / "log.csv"), pd.read_csv(tmp_path / "b" / "log.csv")
+    pd.testing.assert_frame_equal(log_a.drop(columns="sec"), log_b.drop(columns="sec"))
+
+
+def test_sigterm_checkpoints_and_resumes_exactly(tmp_path):
+    cfg = tiny_cell(steps=30, checkpoint_every=100)
+    train(cfg, tiny_dataset(), tmp_path / "a", progress=False)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(Preempted, match="SIGTERM at step"):
+        train(cfg, tiny_dataset(), tmp_path / "b", progress=False)
+    timer.join()
+    ck = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)
+    assert 0 < ck["step"] < 30
+    train(cfg, tiny_dataset(), tmp_path / "b", progress=False)
+    _assert_same_weights(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+
+
+def test_sigkill_at_random_points_resumes_exactly(tmp_path):
+    """SIGKILL (no chance to checkpoint) at random moments, including mid-checkpoint-write."""
+    steps = 25
+    ref = tmp_path / "ref"
+    subprocess.run([sys.executable, str(HERE / "tiny_run.py"), str(ref), str(steps)], check=True, cwd=HERE)
+    rng = np.random.default_rng(0)
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    kills = 0
+    for trial in range(3):
+        proc = subprocess.Popen([sys.executable, str(HERE / "tiny_run.py"), str(run), str(steps)], cwd=HERE, env=env)
+        # wait until the run has made progress beyond the previous checkpoint, then kill at a random moment
+        deadline = time.time() + 60
+        while proc.poll() is None and not (run / "ckpt.pt").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0.0, 0.6)))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.wait()
+    subprocess.run([sys.executable, str(HERE / "tiny_run.py"), str(run), str(steps)], check=True, cwd=HERE, env=env)
+    assert kills >= 1
+    _assert_same_weights(_weights(ref), _weights(run))
+    assert not list(run.glob(".*.tmp*")), "a temporary file survived"
+
+
+def test_nonfinite_loss_stops_with_step_and_terms_and_keeps_checkpoint(tmp_path):
+    cfg = tiny_cell(steps=12, checkpoint_every=2)
+    ds = tiny_dataset()
+    train(cfg, ds, tmp_path, progress=False, stop_after=4)
+    good = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    ds.tensors["image"][:] = float("nan")
+    with pytest.raises(NonFiniteLoss, match=r"step 4: non-finite .*loss=nan.*recon=nan.*cov="):
+        train(cfg, ds, tmp_path, progress=False)
+    after = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert after["step"] == 4
+    _assert_same_weights(good["model"], after["model"])
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_skip_nonfinite_option(tmp_path):
+    ds = tiny_dataset()
+    ds.tensors["image"][0] = float("nan")
+    train(tiny_cell(steps=6, skip_nonfinite=True), ds, tmp_path, progress=False)
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path).values())
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    train(tiny_cell(steps=12), tiny_dataset(), tmp_path, progress=False, stop_after=4)
+    with pytest.raises(UserError, match="different config"):
+        train(tiny_cell(steps=12, lr=1e-3), tiny_dataset(), tmp_path, progress=False)
