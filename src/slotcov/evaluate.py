@@ -2,7 +2,9 @@
 
 Predicted masks are resized to the ground-truth resolution (bilinear, as in DINOSAUR's
 protocol) and arg-maxed over slots. Writes a metrics JSON (numbers only), a provenance
-JSON beside it, and a samples NPZ for the figures.
+JSON beside it, and a samples NPZ for the figures. `slot_cov` is the covariance loss
+(squared off-diagonal covariance / D^2) of the raw slots of every evaluation image: how
+much the slot dimensions co-vary, the quantity the bottleneck sweep plots against beta.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from slotcov.io import atomic_path, write_json
+from slotcov.losses import covariance_loss
 from slotcov.metrics import block_masks, fg_ari, mbo, summarize
 
 
@@ -39,7 +42,7 @@ def evaluate_model(model, dataset, batch_size: int = 64, n_samples: int = 8, dev
     """Metrics over the whole `dataset` and the first `n_samples` images for figures."""
     torch.manual_seed(seed)  # slot initialisation noise
     n = len(dataset)
-    aris, mbos, sq_err, count = [], [], 0.0, 0
+    aris, mbos, slots, sq_err, count = [], [], [], 0.0, 0
     samples: dict[str, list] = {"image": [], "recon": [], "masks": [], "true_ids": []}
     for start in tqdm(range(0, n, batch_size), desc="evaluate", disable=not progress):
         batch = {k: v.to(device) for k, v in dataset.batch(np.arange(start, min(n, start + batch_size))).items()}
@@ -48,6 +51,7 @@ def evaluate_model(model, dataset, batch_size: int = 64, n_samples: int = 8, dev
         pred = masks_to_ids(out["masks"], true_ids.shape[-2:])
         aris.append(fg_ari(true_ids.cpu(), pred.cpu()))
         mbos.append(mbo(true_ids.cpu(), pred.cpu(), batch["valid"].cpu() if "valid" in batch else None))
+        slots.append(out["slots"].float().flatten(0, 1).cpu())
         sq_err += F.mse_loss(out["recon"].float(), out["target"].float(), reduction="sum").item()
         count += out["target"].numel()
         if sum(len(s) for s in samples["image"]) < n_samples:
@@ -65,7 +69,8 @@ def evaluate_model(model, dataset, batch_size: int = 64, n_samples: int = 8, dev
             samples["true_ids"].append(true_ids[:take].cpu().numpy())
     ari, bo = summarize(torch.cat(aris)), summarize(torch.cat(mbos))
     metrics = {"fg_ari": ari["mean"], "fg_ari_n": ari["n"], "fg_ari_skipped": ari["skipped"],
-               "mbo": bo["mean"], "mse": sq_err / max(count, 1)}
+               "mbo": bo["mean"], "mse": sq_err / max(count, 1),
+               "slot_cov": float(covariance_loss(torch.cat(slots).double(), "d2"))}
     return metrics, {k: np.concatenate(v) for k, v in samples.items() if v}
 
 
