@@ -75,3 +75,17 @@ def test_model_summary_cli(capsys):
     assert main(["model-summary", "coco/covloss"]) == 0
     assert "2,433,732" in capsys.readouterr().out
     assert main(["model-summary", "nope/nope"]) == 2
+
+
+def test_broadcast_decoder_shortcut_equals_the_plain_broadcast():
+    """The first ConvT computed by linearity equals the convolution of the tiled slots."""
+    torch.manual_seed(0)
+    model, _ = build_cell(deep_merge(PAPER_CELLS["cmdsprites/sa"], {"model": {"resolution": 12}}))
+    dec = model.decoder
+    slots = torch.randn(14, 5, 64, dtype=torch.float64)  # 70 slot maps > 64 + 1: the shortcut is taken
+    dec.double()
+    rgb, alpha = dec(slots)
+    x = dec.pos(slots.reshape(70, 1, 1, 64).expand(-1, 12, 12, -1)).permute(0, 3, 1, 2)
+    plain = dec.convs(x).reshape(14, 5, 4, 12, 12)
+    torch.testing.assert_close(rgb, plain[:, :, :3], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(alpha, plain[:, :, 3:], rtol=1e-10, atol=1e-10)

@@ -14,7 +14,7 @@ from slotcov.models import build_model
 TRAIN = {  # the shared schedule
     "steps": 500_000, "batch_size": 64, "lr": 4e-4, "warmup_steps": 10_000,
     "decay_rate": 0.5, "decay_steps": 100_000, "grad_clip": None, "seed": 0,
-    "amp": "auto", "compile": False, "checkpoint_every": 5_000, "log_every": 100,
+    "amp": "auto", "compile": "auto", "checkpoint_every": 5_000, "log_every": 100,
     "skip_nonfinite": False,
 }
 NO_REG = {"method": "none", "projection": None}

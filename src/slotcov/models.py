@@ -145,12 +145,33 @@ class BroadcastDecoder(nn.Module):
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """slots [B, K, D] -> rgb [B, K, 3, H, W] and alpha logits [B, K, 1, H, W]."""
         b, k, d = slots.shape
-        x = slots.reshape(b * k, 1, 1, d).expand(-1, self.broadcast, self.broadcast, -1)
-        x = self.mlp(self.pos(x)).permute(0, 3, 1, 2)
-        out = self.convs(x.contiguous(memory_format=torch.channels_last))
+        if isinstance(self.mlp, nn.Identity) and self.convs[0].stride == (1, 1) and b * k > d + 1:
+            x = self._first_layer_by_linearity(slots.reshape(b * k, d))
+            out = self.convs[1:](x)
+        else:
+            x = slots.reshape(b * k, 1, 1, d).expand(-1, self.broadcast, self.broadcast, -1)
+            x = self.mlp(self.pos(x)).permute(0, 3, 1, 2)
+            out = self.convs(x.contiguous(memory_format=torch.channels_last))
         out = out.reshape(b, k, 4, *out.shape[-2:])
         return out[:, :, :3], out[:, :, 3:]
 
+    def _first_layer_by_linearity(self, slots: torch.Tensor) -> torch.Tensor:
+        """The first ConvT of (slot broadcast + position embedding), computed exactly but cheaply.
+
+        The transposed convolution is linear, so its response to slot s tiled over the grid
+        is sum_d s_d * R_d, where R_d is its response to the unit vector e_d tiled over the
+        grid (border taps included), and the position map's response is shared by all
+        slots. That turns a convolution over B*K maps into one over D + 1 maps and a matmul.
+        """
+        conv = self.convs[0]
+        h = w = self.broadcast
+        d = slots.shape[-1]
+        pos = self.pos.proj(self.pos.grid).permute(2, 0, 1).unsqueeze(0)  # [1, D, H, W]
+        units = torch.eye(d, device=slots.device, dtype=pos.dtype).reshape(d, d, 1, 1).expand(d, d, h, w)
+        resp = F.conv_transpose2d(torch.cat([units, pos]), conv.weight, None, padding=conv.padding)
+        basis, pos_resp = resp[:d], resp[d:] + conv.bias.reshape(1, -1, 1, 1)
+        x = torch.einsum("nd,dchw->nhwc", slots.to(basis.dtype), basis) + pos_resp.permute(0, 2, 3, 1)
+        return self.convs[1](x.permute(0, 3, 1, 2))  # NCHW view of channels-last memory; then ReLU
 
 class TokenDecoder(nn.Module):
     """DINOSAUR's MLP decoder: each slot + a learned per-token position -> F features + 1 alpha."""

@@ -167,7 +167,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     if dev.type == "cuda" and cfg["model"]["kind"] != "dinosaur":
         model.to(memory_format=torch.channels_last)
     params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=t["lr"])
+    opt = torch.optim.Adam(params, lr=t["lr"], fused=dev.type == "cuda")
     step = 0
     ckpt_path = out / "ckpt.pt"
     if ckpt_path.exists():
@@ -183,7 +183,10 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         _truncate_log(out / "log.csv", step)
 
     use_amp = dev.type == "cuda" and t.get("amp", "auto") in ("auto", "bf16")
-    forward = torch.compile(model) if t.get("compile") else model
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
+    compile_ = t.get("compile", "auto")
+    forward = torch.compile(model) if compile_ is True or (compile_ == "auto" and dev.type == "cuda") else model
     state = {"signal": None}
 
     def on_signal(signum, _frame):
@@ -214,7 +217,15 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
             for group in opt.param_groups:
                 group["lr"] = lr
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                outputs = forward(batch)
+                try:
+                    outputs = forward(batch)
+                except Exception as err:  # torch.compile failed (no compiler, unsupported op): run eager
+                    if forward is model or isinstance(err, torch.OutOfMemoryError):
+                        raise
+                    print(f"warning: torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
+                          "continuing without compilation", file=sys.stderr)
+                    forward = model
+                    outputs = forward(batch)
             recon = F.mse_loss(outputs["recon"].float(), outputs["target"].float())
             with torch.autocast(dev.type, enabled=False):
                 terms = regulariser_terms(outputs["slots"].float(), head, cfg["reg"])

@@ -1,0 +1,170 @@
+"""COCO: FG-ARI id maps, the two protocols, prepared splits, the synthetic COCO-format writer."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from slotcov.data.coco import (
+    CocoArrays, _uncompressed_rle, cli_make_coco, cli_prepare_coco, foreground_ids, make_coco,
+    prepare_split, square_ids, square_image,
+)
+from slotcov.errors import UserError
+
+# pycocotools 2.0.x calls np.array(copy=False) on numpy 2: harmless, noisy
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+H, W = 40, 60
+
+
+def _box(r0, r1, c0, c1):
+    m = np.zeros((H, W), np.uint8)
+    m[r0:r1, c0:c1] = 1
+    return m
+
+
+def _write_fixture(root):
+    """A 40x60 image with polygon, compressed-RLE, crowd, uncompressed-RLE and two-part instances."""
+    rle_b = mask_utils.encode(np.asfortranarray(_box(15, 30, 20, 40)))
+    segs = [  # (segmentation, iscrowd)
+        ([[5, 5, 25, 5, 25, 20, 5, 20]], 0),  # A: rows 5:20, cols 5:25 (polygon)
+        ({"size": [H, W], "counts": rle_b["counts"].decode()}, 0),  # B: rows 15:30, cols 20:40, overlaps A
+        (_uncompressed_rle(_box(0, 10, 45, 60)), 1),  # crowd: dropped, overlaps D
+        (_uncompressed_rle(_box(5, 35, 50, 58)), 0),  # D
+        ([[2, 30, 8, 30, 8, 38, 2, 38], [10, 30, 14, 30, 14, 38, 10, 38]], 0),  # E: two polygons
+    ]
+    anns = [{"id": 100 + k, "image_id": 7, "category_id": 1, "segmentation": s, "iscrowd": c,
+             "area": 1.0, "bbox": [0.0, 0.0, 1.0, 1.0]} for k, (s, c) in enumerate(segs)]
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    rgb = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(root / "val2017" / "img7.jpg")
+    Image.fromarray(rgb[:30, :30]).save(root / "val2017" / "img9.jpg")
+    data = {"info": {}, "licenses": [], "categories": [{"id": 1, "name": "x", "supercategory": "y"}],
+            "images": [{"id": 7, "file_name": "img7.jpg", "height": H, "width": W},
+                       {"id": 9, "file_name": "img9.jpg", "height": 30, "width": 30}],
+            "annotations": anns}
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    return COCO(str(root / "annotations" / "instances_val2017.json"))
+
+
+def test_foreground_ids_pixel_exact(tmp_path):
+    coco = _write_fixture(tmp_path)
+    expected = np.zeros((H, W), np.int32)
+    expected[5:20, 5:25] = 1
+    expected[15:30, 20:40] = 2
+    expected[15:20, 20:25] = 0  # A and B overlap: ignored
+    expected[5:35, 50:58] = 3  # the crowd region is dropped, so D keeps its full extent
+    expected[30:38, 2:8] = 4
+    expected[30:38, 10:14] = 4
+    ids = foreground_ids(coco, 7)
+    assert ids.dtype == np.int32 and ids.shape == (H, W)
+    np.testing.assert_array_equal(ids, expected)
+    assert not foreground_ids(coco, 9).any()  # no annotations: all ignored, image kept
+
+
+def test_protocol_shapes_and_crops():
+    ids = np.zeros((200, 400), np.int32)  # three vertical bands, the middle one is the centre square
+    ids[:, :100], ids[:, 100:300], ids[:, 300:] = 1, 2, 3
+    rgb = np.zeros((200, 400, 3), np.uint8)
+    rgb[:, :100, 0], rgb[:, 100:300, 1], rgb[:, 300:, 2] = 255, 255, 255
+    img = Image.fromarray(rgb)
+
+    crop = square_ids(ids, 320, "dinosaur")
+    assert crop.shape == (320, 320) and (crop == 2).all()
+    for size in (224, 128):
+        a = square_image(img, size, "dinosaur")
+        assert a.shape == (size, size, 3) and a.dtype == np.uint8
+        assert (a[:, 4:-4, 1] == 255).all() and (a[:, 4:-4, [0, 2]] == 0).all()
+
+    stretched = square_ids(ids, 128, "stretched")
+    assert stretched.shape == (128, 128)
+    assert (stretched[:, :32] == 1).all() and (stretched[:, 32:96] == 2).all() and (stretched[:, 96:] == 3).all()
+    s = square_image(img, 224, "stretched")
+    assert s.shape == (224, 224, 3) and s[100, 20, 0] == 255 and s[100, 112, 1] == 255 and s[100, 200, 2] == 255
+
+
+def test_ids_resized_after_overlap_removal():
+    ids = np.zeros((40, 60), np.int32)
+    ids[10:30, 10:50] = 1
+    ids[18:22, 28:32] = 0  # an ignored overlap hole stays a hole, no id leaks in from neighbours
+    out = square_ids(ids, 80, "stretched")
+    assert set(np.unique(out)) == {0, 1} and (out[37:43, 38:42] == 0).all()
+
+
+@pytest.mark.parametrize("protocol,s", [("dinosaur", 320), ("stretched", 128)])
+def test_prepare_split_round_trip(tmp_path, protocol, s):
+    coco = _write_fixture(tmp_path / "coco")
+    out = prepare_split(tmp_path / "coco", "val2017", protocol, tmp_path / "prep")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "prep"]  # no temp dir left
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["protocol"] == protocol and meta["count"] == 2 and meta["split"] == "val2017"
+    assert meta["annotation_file"].endswith("instances_val2017.json") and meta["dataset_kind"] == "real"
+    i224, i128 = np.load(out / "image224.npy"), np.load(out / "image128.npy")
+    true_ids, image_ids = np.load(out / "true_ids.npy"), np.load(out / "image_ids.npy")
+    assert i224.shape == (2, 224, 224, 3) and i224.dtype == np.uint8
+    assert i128.shape == (2, 128, 128, 3) and true_ids.shape == (2, s, s) and true_ids.dtype == np.int16
+    assert image_ids.dtype == np.int64 and image_ids.tolist() == [7, 9]
+    with Image.open(tmp_path / "coco" / "val2017" / "img7.jpg") as img:
+        np.testing.assert_array_equal(i224[0], square_image(img, 224, protocol))
+        np.testing.assert_array_equal(i128[0], square_image(img, 128, protocol))
+    np.testing.assert_array_equal(true_ids[0], square_ids(foreground_ids(coco, 7), s, protocol))
+    kept = {0, 1, 2, 4} if protocol == "dinosaur" else {0, 1, 2, 3, 4}  # D (cols 50:58) is outside the centre square
+    assert set(np.unique(true_ids[0])) == kept and not true_ids[1].any()
+
+    ds = CocoArrays(out)
+    b = ds.batch(np.array([1, 0]))
+    assert len(ds) == 2 and b["image"].shape == (2, 3, 128, 128) and b["image"].dtype.is_floating_point
+    assert b["true_ids"].dtype.itemsize == 8 and tuple(b["true_ids"].shape) == (2, s, s)
+    np.testing.assert_allclose(b["image"][1].numpy(), i128[0].transpose(2, 0, 1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(b["true_ids"][0].numpy(), true_ids[1])
+    assert "features" not in b
+
+    # limit + replacing an existing output
+    prepare_split(tmp_path / "coco", "val2017", protocol, tmp_path / "prep", limit=1)
+    assert np.load(out / "image_ids.npy").tolist() == [7]
+
+
+def test_make_coco_is_real_coco(tmp_path):
+    ann_file = make_coco(tmp_path, "val2017", n=12, seed=3)
+    data = json.loads(ann_file.read_text())
+    assert set(data) == {"info", "licenses", "images", "annotations", "categories"}
+    coco = COCO(str(ann_file))
+    anns = data["annotations"]
+    assert any(a["iscrowd"] for a in anns)
+    assert any(isinstance(a["segmentation"], list) for a in anns)
+    assert any(isinstance(a["segmentation"], dict) and isinstance(a["segmentation"]["counts"], str) for a in anns)
+    sizes = {(im["height"], im["width"]) for im in data["images"]}
+    assert len(sizes) > 1 and any(h != w for h, w in sizes)
+    overlaps = 0
+    for image_id, info in coco.imgs.items():
+        with Image.open(tmp_path / "val2017" / info["file_name"]) as img:
+            assert img.size == (info["width"], info["height"]) and img.format == "JPEG"
+        masks = [coco.annToMask(a) for a in coco.imgToAnns[image_id] if not a["iscrowd"]]
+        if masks:
+            overlaps += int((np.sum(masks, 0) > 1).any())
+            ids = foreground_ids(coco, image_id)
+            assert ids.max() == len(masks)
+    assert overlaps > 0
+    # deterministic, and a second split lands beside the first
+    make_coco(tmp_path / "again", "val2017", n=12, seed=3)
+    assert (tmp_path / "again" / "annotations" / "instances_val2017.json").read_text() == ann_file.read_text()
+    assert cli_make_coco(["--n", "3", "--split", "train2017", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "annotations").iterdir()) == [
+        "instances_train2017.json", "instances_val2017.json"]
+
+
+def test_prepare_cli_and_workers(tmp_path):
+    make_coco(tmp_path / "coco", "val2017", n=6, seed=1)
+    args = ["--root", str(tmp_path / "coco"), "--protocol", "dinosaur"]
+    assert cli_prepare_coco(args + ["--out", str(tmp_path / "a")]) == 0
+    assert cli_prepare_coco(args + ["--out", str(tmp_path / "b"), "--workers", "2"]) == 0
+    for name in ("image224.npy", "image128.npy", "true_ids.npy", "image_ids.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name))
+    assert json.loads((tmp_path / "a" / "meta.json").read_text())["dataset_kind"] == "synthetic-coco"
+    with pytest.raises(UserError, match="instances_train2017.json"):
+        prepare_split(tmp_path / "coco", "train2017", "dinosaur", tmp_path / "c")
+    with pytest.raises(UserError, match="protocol"):
+        prepare_split(tmp_path / "coco", "val2017", "squashed", tmp_path / "c")
