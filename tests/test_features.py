@@ -170,7 +170,7 @@ def test_cli_on_prepared_coco(tmp_path, monkeypatch):
     assert m["source"] == str(split.resolve()) and m["n_chunks"] == 2 and m["device"] == "cpu"
     ds = CocoArrays(split, features=tmp_path / "f")
     b = ds.batch(np.array([2, 0]))
-    assert b["features"].shape == (2, 4, 32) and b["features"].dtype == torch.float32
+    assert b["features"].shape == (2, 4, 32) and b["features"].dtype == torch.float16
     np.testing.assert_array_equal(b["features"].numpy(), FeatureStore(tmp_path / "f")[np.array([2, 0])])
     with pytest.raises(UserError, match="prepare-coco"):
         cli_extract_features(["--images", str(tmp_path), "--out", str(tmp_path / "g")])

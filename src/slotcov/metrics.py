@@ -7,23 +7,31 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
-def _contingency(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
-    """Per-image contingency tables [B, T, P] (int64) over the pixels with true id > 0."""
-    b = true_ids.shape[0]
-    t = true_ids.reshape(b, -1).long()
-    p = pred_ids.reshape(b, -1).long()
+def _contingency(true_ids, pred_ids) -> torch.Tensor:
+    """Per-image contingency tables [B, T, P] (int64) over the pixels with true id > 0.
+
+    One bincount over all pixels, then row 0 (ignored pixels) is zeroed: no mask copy.
+    """
+    t = np.asarray(true_ids.cpu() if isinstance(true_ids, torch.Tensor) else true_ids)
+    p = np.asarray(pred_ids.cpu() if isinstance(pred_ids, torch.Tensor) else pred_ids)
+    b = t.shape[0]
+    t, p = t.reshape(b, -1), p.reshape(b, -1)
     if t.shape != p.shape:
-        raise ValueError(f"true_ids {tuple(true_ids.shape)} and pred_ids {tuple(pred_ids.shape)} differ")
-    if (t < 0).any() or (p < 0).any():
+        raise ValueError(f"true_ids {tuple(np.shape(true_ids))} and pred_ids {tuple(np.shape(pred_ids))} differ")
+    if t.size and (t.min() < 0 or p.min() < 0):
         raise ValueError("ids must be non-negative")
-    n_t, n_p = int(t.max()) + 1 if t.numel() else 1, int(p.max()) + 1 if p.numel() else 1
-    keep = t > 0
-    flat = (torch.arange(b, device=t.device).unsqueeze(1) * n_t + t) * n_p + p
-    counts = torch.bincount(flat[keep], minlength=b * n_t * n_p)
-    return counts.reshape(b, n_t, n_p)
+    n_t, n_p = (int(t.max()) + 1, int(p.max()) + 1) if t.size else (1, 1)
+    dtype = np.int32 if b * n_t * n_p < 2 ** 31 else np.int64
+    code = t.astype(dtype) * n_p
+    np.add(code, p, out=code, casting="unsafe")
+    code += (np.arange(b, dtype=dtype) * (n_t * n_p))[:, None]
+    counts = np.bincount(code.ravel(), minlength=b * n_t * n_p).reshape(b, n_t, n_p)
+    counts[:, 0] = 0
+    return torch.from_numpy(counts)
 
 
 def fg_ari(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
@@ -32,7 +40,7 @@ def fg_ari(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
     Equals sklearn.metrics.adjusted_rand_score(true[fg], pred[fg]) per image, through the
     same pair-confusion formula (including its 1.0 for perfect agreement on one pixel).
     """
-    c = _contingency(torch.as_tensor(true_ids), torch.as_tensor(pred_ids)).double()
+    c = _contingency(true_ids, pred_ids).double()
     n = c.sum(dim=(1, 2))
     sum_sq = c.pow(2).sum(dim=(1, 2))
     rows_sq = c.sum(dim=2).pow(2).sum(dim=1)

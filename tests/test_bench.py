@@ -1,0 +1,19 @@
+"""Smoke test: every benchmark runs for one iteration and records its ratios."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_benchmark_runs_once(tmp_path):
+    out = tmp_path / "results.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--device", "cpu", "--out", str(out),
+                    "--only", "fg_ari", "feature_store", "train_coco_dinosaur"], check=True, cwd=ROOT)
+    (entry,) = json.loads(out.read_text()).values()
+    assert entry["quick"] and entry["matmul_peak_tflops"] > 0
+    for name in ("fg_ari", "feature_store", "train_coco_dinosaur"):
+        assert entry[name]["ratio_min"] > 0
+    assert entry["fg_ari"]["max_abs_diff"] < 1e-9
+    assert entry["feature_store"]["bytes_ratio"] < 0.51
