@@ -29,7 +29,7 @@ from tqdm import tqdm
 from slotcov.cells import build_cell
 from slotcov.config import config_hash
 from slotcov.errors import UserError
-from slotcov.io import atomic_path
+from slotcov.io import atomic_path, remove_temps
 from slotcov.losses import regulariser_terms, weighted_total
 
 LOG_COLUMNS = ["step", "lr", "loss", "recon", "cov", "var", "cos", "grad_norm", "sec"]
@@ -119,8 +119,12 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 def save_checkpoint(path: Path, **state) -> None:
     """torch.save to a temporary file, then rename: a crash or full disk leaves the old checkpoint intact."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except OSError as err:  # full disk, quota, lost mount: nothing was replaced
+        raise UserError(f"cannot write {path} ({err}); the previous {path.name} is intact: free space "
+                        f"and run the same command again to resume") from err
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -137,7 +141,11 @@ def _truncate_log(path: Path, last_step: int) -> None:
         return
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
-    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
+    if not rows or rows[0] != LOG_COLUMNS:  # killed before the header reached the disk: start afresh
+        path.unlink()
+        return
+    # a row cut short by a kill or a full disk has fewer fields: drop it with the rows after the checkpoint
+    keep = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and r[0].isdigit() and int(r[0]) <= last_step]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         csv.writer(fh).writerows(keep)
 
@@ -151,6 +159,8 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name in ("ckpt.pt", "model.pt", "log.csv"):
+        remove_temps(out / name)  # left by a killed writer; never read
     t = cfg["train"]
     dev = resolve_device(device)
     if t.get("threads"):
@@ -180,7 +190,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         opt.load_state_dict(ck["optimizer"])
         step = ck["step"]
         _set_rng_state(ck["rng"], dev)
-        _truncate_log(out / "log.csv", step)
+    _truncate_log(out / "log.csv", step)  # also without a checkpoint: rows of a run killed before its first one
 
     use_amp = dev.type == "cuda" and t.get("amp", "auto") in ("auto", "bf16")
     if dev.type == "cuda":
@@ -210,6 +220,23 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     bar = tqdm(total=t["steps"], initial=step, desc=f"train {out}", disable=not progress, dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
     t0 = time.time()
+    pending = None
+
+    def settle(at: int, lr: float, host: torch.Tensor, event, names: list[str]):
+        """Check (non-finite stops the run) and log the numbers of the finished step `at`."""
+        if event is not None:
+            event.synchronize()
+        named = dict(zip(names, host.tolist()))
+        if not np.all(np.isfinite(list(named.values()))):
+            detail = ", ".join(f"{k}={v:.6g}" for k, v in named.items())
+            raise NonFiniteLoss(f"step {at}: non-finite loss or gradient ({detail}); "
+                                f"last good checkpoint kept at {ckpt_path if ckpt_path.exists() else 'none'}")
+        if (at + 1) % t["log_every"] == 0 or at + 1 == t["steps"]:
+            log.writerow([at + 1, f"{lr:.6g}"] + [f"{named[k]:.6g}" if k in named else "" for k in LOG_COLUMNS[2:-1]]
+                         + [f"{time.time() - t0:.3f}"])
+            log_fh.flush()
+            bar.set_postfix(loss=f"{named['loss']:.4g}", recon=f"{named['recon']:.4g}")
+
     try:
         while step < stop:
             _, batch = feeder.get()
@@ -233,27 +260,29 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, t["grad_clip"] or float("inf"))
-            values = torch.stack([loss.detach(), recon.detach(), grad_norm] +
-                                 [terms[k].detach() for k in ("cov", "var", "cos") if k in terms]).tolist()
-            named = {"loss": values[0], "recon": values[1], "grad_norm": values[2],
-                     **dict(zip([k for k in ("cov", "var", "cos") if k in terms], values[3:]))}
-            if not np.all(np.isfinite(values)):
-                detail = ", ".join(f"{k}={v:.6g}" for k, v in named.items())
-                if t.get("skip_nonfinite"):
-                    print(f"warning: step {step}: non-finite ({detail}); batch skipped", file=sys.stderr)
-                    step += 1
-                    bar.update(1)
-                    continue
-                raise NonFiniteLoss(f"step {step}: non-finite loss or gradient ({detail}); "
-                                    f"last good checkpoint kept at {ckpt_path if ckpt_path.exists() else 'none'}")
+            names = ["loss", "recon", "grad_norm"] + [k for k in ("cov", "var", "cos") if k in terms]
+            stats = torch.stack([loss, recon, grad_norm] + [terms[k] for k in names[3:]]).detach()
+            if t.get("skip_nonfinite") and not bool(torch.isfinite(stats).all()):
+                detail = ", ".join(f"{k}={v:.6g}" for k, v in zip(names, stats.tolist()))
+                print(f"warning: step {step}: non-finite ({detail}); batch skipped", file=sys.stderr)
+                step += 1
+                bar.update(1)
+                continue
+            # the numbers travel to the host asynchronously and are checked one step late on CUDA, so
+            # the GPU never idles for the check; no checkpoint is written before they are checked
+            host = stats.to("cpu", non_blocking=True)
+            event = torch.cuda.Event() if dev.type == "cuda" else None
+            if event is not None:
+                event.record()
             opt.step()
+            if pending is not None:
+                settle(*pending)
+            pending = (step, lr, host, event, names)
             step += 1
             bar.update(1)
-            if step % t["log_every"] == 0 or step == t["steps"]:
-                log.writerow([step, f"{lr:.6g}"] + [f"{named[k]:.6g}" if k in named else "" for k in LOG_COLUMNS[2:-1]]
-                             + [f"{time.time() - t0:.3f}"])
-                log_fh.flush()
-                bar.set_postfix(loss=f"{named['loss']:.4g}", recon=f"{named['recon']:.4g}")
+            if event is None or step % t["checkpoint_every"] == 0 or step == stop or state["signal"]:
+                settle(*pending)
+                pending = None
             if step % t["checkpoint_every"] == 0 or step == t["steps"]:
                 checkpoint(step)
             if state["signal"]:
@@ -263,9 +292,8 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         if step < t["steps"]:
             checkpoint(step)
             return out / "ckpt.pt"
-        with atomic_path(final) as tmp:
-            torch.save({"model": model.state_dict(), "head": head.state_dict(), "config": cfg,
-                        "config_hash": digest, "steps": step}, tmp)
+        save_checkpoint(final, model=model.state_dict(), head=head.state_dict(), config=cfg, config_hash=digest,
+                        steps=step)
         return final
     finally:
         feeder.close()
@@ -308,6 +336,7 @@ def cli_train(argv: list[str]) -> int:
     args = p.parse_args(argv)
     config = C.load(args.config)
     overrides = C.deep_merge(C.parse_set(args.set), {"train": {"seed": args.seed}})
+    C.check_override(overrides, "--set/--seed")
     cfg = C.resolve_cell(config, args.cell, overrides)
     C.check_cell(cfg, args.cell, args.config)
     dataset = open_dataset(args.cell.split("/")[0], args.data, args.features)
