@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml envs/requirements.lock
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/snakemake --cores 2 --configfile config.yaml all
+	$(VENV)/bin/snakemake --cores 2 all
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q

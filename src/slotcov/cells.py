@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import copy
 
-from slotcov.losses import ProjectionHead
-from slotcov.models import build_model
-
 TRAIN = {  # the shared schedule
     "steps": 500_000, "batch_size": 64, "lr": 4e-4, "warmup_steps": 10_000,
     "decay_rate": 0.5, "decay_steps": 100_000, "grad_clip": None, "seed": 0,
@@ -55,6 +52,9 @@ EVAL_ONLY = {"coco/blockmasks"}  # evaluated, never trained
 
 def build_cell(cfg: dict):
     """The trainable modules of a cell: (model, projection head)."""
+    from slotcov.losses import ProjectionHead  # torch is imported here, not by the config code
+    from slotcov.models import build_model
+
     model = build_model(cfg["model"])
     head = ProjectionHead(cfg["model"]["slot_dim"], cfg["reg"].get("projection"))
     return model, head

@@ -1,0 +1,66 @@
+# slotcov workflow: every table cell of the paper, from raw data to reports/report.pdf.
+#
+#   snakemake --cores 2 all                                  # offline demo (config.yaml)
+#   snakemake --cores 2 all --configfile config/test.yaml    # the CI-sized DAG
+#   snakemake --profile slurm all                            # the paper (config/paper.yaml) on SLURM
+#   snakemake --cores 2 results/metrics/cmdsprites/covloss/seed0.json   # one cell
+#
+# One cell = one target, and only its chain runs (data -> train -> evaluate):
+#   results/metrics/{dataset}/{method}/seed{seed}.json     Tables 1 and 3 (FG-ARI, mBO)
+#   results/probe/cmdsprites/{method}/seed{seed}.json     Table 2 (probing)
+#   results/sweep/metrics/cmdsprites/covloss/beta{beta}/seed{seed}.json   the sweep (beta as "0.1", "10.0")
+# Put targets BEFORE --configfile: Snakemake 9 reads every word after it as a config file.
+# A `--configfile` on the command line REPLACES config.yaml (it is not merged into it), so
+# no demo setting leaks into another preset; `--config KEY=VALUE` still applies on top.
+import copy
+import sys
+
+from snakemake.utils import min_version
+
+from slotcov.config import validate
+from slotcov.errors import UserError
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+if workflow.overwrite_configfiles:
+    config.clear()
+    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
+
+CONFIG_SOURCE = ", ".join(map(str, workflow.overwrite_configfiles)) or "config.yaml"
+try:
+    validate(config, CONFIG_SOURCE)
+except UserError as err:
+    print(f"slotcov: error: {err}", file=sys.stderr)
+    sys.exit(1)
+
+
+include: "workflow/rules/common.smk"
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    method="|".join(TRAINED_METHODS + [c.split("/")[1] for c in EVAL_ONLY]),
+    seed=r"\d+",
+    beta=r"\d+\.\d+",
+    part="train|eval",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/probe.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        cell_targets(),
+        probe_targets(),
+        sweep_targets(),
+        "reports/tables",
+        "reports/figures",
+        "reports/report.pdf",
+    default_target: True

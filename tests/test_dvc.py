@@ -1,0 +1,71 @@
+"""DVC on top of the workflow: per-cell metrics diffs between commits, and sharing the
+data, features and checkpoints through a remote without Snakemake re-running anything."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+pytest.register_assert_rewrite("workflow_repo")
+
+from workflow_repo import BIN, PRESET, TARGETS, job_counts, plan, run, snakemake
+
+pytest_plugins = ["workflow_repo"]
+
+
+def dvc(repo, *args):
+    return run(repo, str(BIN / "dvc"), *args)
+
+
+def stage_outs(repo) -> list[str]:
+    """The paths the `workflow` stage of dvc.yaml declares (outs and metrics)."""
+    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["workflow"]
+    return [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"] + stage["metrics"]]
+
+
+def commit(repo, message: str) -> None:
+    """Record the finished outputs in dvc.lock (as `dvc repro` would) and commit to git."""
+    for out in stage_outs(repo):  # a subset run leaves some outputs unmade; the stage cmd makes them too
+        (repo / out).mkdir(parents=True, exist_ok=True)
+    dvc(repo, "commit", "-f", "-q", "workflow")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "-m", message)
+
+
+def test_metrics_diff_reports_the_changed_cell(finished_repo):
+    repo = finished_repo
+    commit(repo, "baseline")
+    config = yaml.safe_load((repo / PRESET).read_text())
+    reg = config["methods"].setdefault("cmdsprites/covloss", {}).setdefault("reg", {})
+    reg["cov_weight"] = reg.get("cov_weight", 1.0) / 2
+    (repo / PRESET).write_text(yaml.safe_dump(config))
+    proc = snakemake(repo, "--cores", "2", *TARGETS)
+    assert job_counts(proc.stdout + proc.stderr) == {"train": 1, "evaluate": 1}
+    commit(repo, "covloss: half the covariance weight")
+
+    diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--json").stdout)
+    assert "results/metrics/cmdsprites/covloss/seed0.json" in diff
+    changed = diff["results/metrics/cmdsprites/covloss/seed0.json"]
+    assert any(isinstance(v.get("diff"), (int, float)) for v in changed.values()), changed
+    assert not any("/sa/" in path for path in diff), diff  # sa was not re-run
+    params = json.loads(dvc(repo, "params", "diff", "HEAD~1", "--json").stdout)
+    assert any(key.endswith("cmdsprites/covloss.reg.cov_weight") for key in params[PRESET]), params
+
+
+def test_push_delete_pull_then_nothing_reruns(finished_repo, tmp_path):
+    repo = finished_repo
+    if run(repo, "git", "rev-parse", "HEAD", check=False).returncode != 0:
+        commit(repo, "baseline")  # this test alone
+    metrics = (repo / TARGETS[1]).read_text()
+    dvc(repo, "remote", "add", "-f", "-d", "local", str(tmp_path / "remote"))
+    dvc(repo, "push", "-q")
+    for out in ["data/raw", "data/cmdsprites", "results/runs", "results/metrics"]:
+        shutil.rmtree(repo / out)
+    dvc(repo, "pull", "-q")
+    assert (repo / TARGETS[1]).read_text() == metrics
+    assert (repo / "results/runs/cmdsprites/covloss/seed0/model.pt").is_file()
+    # DVC restores files with new modification times: mark them up to date (docs/dvc.md)
+    snakemake(repo, "--touch", "--cores", "1", *TARGETS)
+    counts, out = plan(repo, *TARGETS)
+    assert counts == {}, out
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout

@@ -1,0 +1,86 @@
+"""The Snakemake workflow: full DAGs plan, one cell plans only its chain, a parameter change
+re-plans only its method, a finished run re-plans nothing, a bad config stops in one line."""
+import pytest
+import yaml
+
+from slotcov.cells import EVAL_ONLY
+
+pytest.register_assert_rewrite("workflow_repo")
+from workflow_repo import PRESET, TARGETS, job_counts, plan, snakemake
+
+pytest_plugins = ["workflow_repo"]
+
+
+def expected_all(config: dict) -> dict[str, int]:
+    """Jobs per rule that `all` needs from scratch under a preset (counted from the config)."""
+    trained = [c for c in config["cells"] if c not in EVAL_ONLY]
+    seeds, sweep = len(config["seeds"]), config.get("sweep", {})
+    n_sweep = len(sweep.get("betas", [])) * len(sweep.get("seeds", config["seeds"]))
+    return {"train": len(trained) * seeds, "evaluate": len(trained) * seeds,
+            "probe": sum(c.startswith("cmdsprites/") for c in trained) * seeds,
+            "evaluate_blockmasks": ("coco/blockmasks" in config["cells"]) * seeds,
+            "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 2, "prepare_coco": 2,
+            "extract_features": 2, "tables": 1, "figures": 1, "report": 1, "all": 1}
+
+
+def test_all_plans_every_cell_of_each_preset(fresh_repo):
+    for preset in ["config.yaml", "config/test.yaml", "config/paper.yaml"]:
+        config = yaml.safe_load((fresh_repo / preset).read_text())
+        counts, _ = plan(fresh_repo, "all", configfile=preset)
+        assert {k: counts.get(k, 0) for k in expected_all(config)} == expected_all(config), preset
+        if config["data"]["cmdsprites"]["source"] == "real":  # the paper: downloads, no generators
+            assert counts["download_cmdsprites"] == 1 and counts["download_coco"] == 3
+            assert counts["unzip_coco_images"] == 2 and counts["download_dino"] == 1
+            assert "make_mdsprites" not in counts and "make_coco" not in counts
+        else:
+            assert counts["make_mdsprites"] == 1 and counts["make_coco"] == 2
+            assert not any(rule.startswith(("download", "unzip")) for rule in counts)
+
+
+def test_single_cell_plans_only_its_chain(fresh_repo):
+    counts, out = plan(fresh_repo, "results/metrics/cmdsprites/covloss/seed0.json")
+    assert counts == {"make_mdsprites": 1, "convert_mdsprites": 2, "train": 1, "evaluate": 1}
+    assert "results/runs/cmdsprites/covloss/seed0/model.pt" in out
+    counts, _ = plan(fresh_repo, "results/metrics/coco/dinosaur/seed0.json")
+    assert counts == {"make_coco": 2, "prepare_coco": 2, "extract_features": 2, "train": 1, "evaluate": 1}
+    counts, _ = plan(fresh_repo, "results/metrics/coco/dinosaur/seed1.json", configfile="config/paper.yaml")
+    assert counts == {"download_coco": 3, "unzip_coco_images": 2, "unzip_coco_annotations": 1, "download_dino": 1,
+                      "prepare_coco": 2, "extract_features": 2, "train": 1, "evaluate": 1}
+
+
+def test_finished_run_replans_nothing_and_a_method_change_only_that_method(finished_repo):
+    counts, out = plan(finished_repo, *TARGETS)
+    assert counts == {}, out
+    path = finished_repo / PRESET
+    original = path.read_text()
+    config = yaml.safe_load(original)
+    reg = config.setdefault("methods", {}).setdefault("cmdsprites/covloss", {}).setdefault("reg", {})
+    reg["cov_weight"] = reg.get("cov_weight", 1.0) + 0.25
+    path.write_text(yaml.safe_dump(config))
+    try:
+        counts, out = plan(finished_repo, *TARGETS)
+    finally:
+        path.write_text(original)
+    assert counts == {"train": 1, "evaluate": 1}
+    outputs = [line.split(":", 1)[1] for line in out.splitlines() if line.strip().startswith("output:")]
+    assert outputs and all("/covloss/" in o for o in outputs), outputs
+    assert "Params have changed" in out
+
+
+def test_bad_config_key_stops_with_one_line(fresh_repo, tmp_path):
+    config = yaml.safe_load((fresh_repo / PRESET).read_text())
+    config["methods"]["cmdsprites/sa"] = {"train": {"stepz": 3}}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = snakemake(fresh_repo, "-n", "all", configfile=str(bad), check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, proc.stderr
+    assert "methods.cmdsprites/sa.train.stepz" in errors[0] and str(bad) in errors[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_job_counts_parser():
+    out = "Job stats:\njob      count\n-----  -------\ntrain        2\nall          1\ntotal        3\n"
+    assert job_counts(out) == {"train": 2, "all": 1}
+    assert job_counts("Nothing to be done (all requested files are present and up to date).") == {}

@@ -1,0 +1,78 @@
+"""Shared by test_workflow.py and test_dvc.py (loaded with `pytest_plugins`): a throwaway
+copy of the repository as a git + DVC repo, and one finished run of the test preset in it.
+
+The run is the cheap subset TARGETS (two ColoredMDSprites cells: 7 jobs);
+it is made once per session, and each test leaves it finished when it ends.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PRESET = "config/test.yaml"
+TARGETS = ["results/metrics/cmdsprites/sa/seed0.json", "results/metrics/cmdsprites/covloss/seed0.json"]
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in `cwd`; on failure (with check) show its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def snakemake(cwd: Path, *args: str, configfile: str = PRESET, check: bool = True) -> subprocess.CompletedProcess:
+    # targets go before --configfile: Snakemake 9 takes every following word as a config file
+    return run(cwd, str(BIN / "snakemake"), *args, "--configfile", configfile, check=check)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs per rule from the first "Job stats" table of Snakemake's output ({} when nothing to do)."""
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def plan(cwd: Path, *targets: str, configfile: str = PRESET) -> tuple[dict[str, int], str]:
+    """Dry run: (jobs per rule, full output)."""
+    proc = snakemake(cwd, "-n", *targets, configfile=configfile)
+    out = proc.stdout + proc.stderr
+    return job_counts(out), out
+
+
+def copy_repo(dst: Path) -> Path:
+    """The project's files (tracked and not ignored) copied to `dst`."""
+    files = run(REPO, "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout.split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def fresh_repo(tmp_path_factory) -> Path:
+    """A copy of the repository with nothing run (for dry runs)."""
+    return copy_repo(tmp_path_factory.mktemp("fresh"))
+
+
+@pytest.fixture(scope="session")
+def finished_repo(tmp_path_factory) -> Path:
+    """A git + DVC copy of the repository in which TARGETS have been made (test preset)."""
+    repo = copy_repo(tmp_path_factory.mktemp("repo"))
+    run(repo, "git", "init", "-q")
+    run(repo, "git", "config", "user.name", "slotcov test")
+    run(repo, "git", "config", "user.email", "test@slotcov.invalid")
+    if not (repo / ".dvc").exists():
+        run(repo, str(BIN / "dvc"), "init", "-q")
+    snakemake(repo, "--cores", "2", *TARGETS)
+    return repo

@@ -1,0 +1,148 @@
+# Shared helpers: the effective config the slotcov CLI reads, cell settings as rule params,
+# per-rule resources, input functions and the target lists of `rule all`.
+import json
+from pathlib import Path
+
+import numpy as np
+
+from slotcov.cells import EVAL_ONLY, PAPER_CELLS
+from slotcov.config import resolve_cell
+from slotcov.io import write_json
+
+# Jobs call `slotcov` by name: put the interpreter running Snakemake (venv or conda env)
+# first on PATH, so `.venv/bin/snakemake` works without activating the environment
+# (not with `--sdm conda`, where each job activates envs/environment.yaml instead).
+if "conda" not in {str(m).lower() for m in workflow.deployment_settings.deployment_method}:
+    shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
+
+ENV = "../../envs/environment.yaml"  # `--sdm conda` builds it; relative to the rule files
+DATASETS = ["cmdsprites", "coco"]
+TRAINED_METHODS = sorted({cell.split("/")[1] for cell in PAPER_CELLS})
+
+
+
+# --- data settings (defaults: the paper's) ---
+CMD = config["data"].get("cmdsprites", {"source": "replica"})
+CMD_SPLITS = CMD.get("splits", {"train": [0, 60000], "eval": [60000, 320]})
+TFRECORD = CMD.get("tfrecord", "data/raw/cmdsprites/multi_dsprites_colored_on_colored.tfrecords")
+COCO = config["data"].get("coco", {"source": "synthetic"})
+COCO_ROOT = COCO.get("root", "data/raw/coco")
+COCO_SPLIT = {"train": COCO.get("train_split", "train2017"), "eval": COCO.get("eval_split", "val2017")}
+COCO_ZIPS = {"train2017": "coco_train2017", "val2017": "coco_val2017",
+             "annotations_trainval2017": "coco_annotations2017"}  # zip name -> `slotcov download --name`
+FEATURES = config["data"].get("features", {})
+VIT = FEATURES.get("model", "vit_base_patch16_224.dino")
+VIT_WEIGHTS = FEATURES.get("weights", "auto")
+# `weights: auto` for the DINO ViT-B/16 finds (among the local caches) the file that
+# `slotcov download --name dino_vitb16` stages, so the workflow fetches that file first.
+DINO_FILE = "data/raw/weights/dino_vitbase16_pretrain.pth"
+STAGE_DINO = VIT == "vit_base_patch16_224.dino" and VIT_WEIGHTS in ("auto", DINO_FILE)
+EVAL = config.get("eval", {})
+PROBE = config.get("probe", {})
+
+if CMD["source"] == "replica":
+    _needed = max(start + count for start, count in CMD_SPLITS.values())
+    if CMD.get("replica", {}).get("n", 0) < _needed:
+        print(f"slotcov: error: {CONFIG_SOURCE}: data.cmdsprites.replica.n must be at least {_needed} "
+              "(the end of the last split in data.cmdsprites.splits)", file=sys.stderr)
+        sys.exit(1)
+
+
+def effective_config_file() -> str:
+    """The merged, validated config as one file per preset for the slotcov CLI (--config).
+
+    Its path is a constant param and no input of the rules; its content reaches each job
+    through `params.cfg` (Snakemake's params rerun trigger), so editing one method's
+    settings re-runs only that method's jobs. Rewritten only when the content changes.
+    """
+    path = Path(f".snakemake/slotcov/config-{config['preset']}.json")
+    if not path.exists() or json.loads(path.read_text()) != config:
+        write_json(path, config)
+    return str(path)
+
+
+CONFIG = effective_config_file()
+
+
+def beta_str(beta) -> str:
+    """A sweep value as a path component that reads back as the same float ("1.0", "0.001")."""
+    return np.format_float_positional(float(beta), trim="0")
+
+
+def cell_config(wildcards) -> str:
+    """The resolved settings of one train/evaluate job as JSON: its rerun trigger."""
+    overrides = {"train": {"seed": int(wildcards.seed)}}
+    if "beta" in wildcards.keys():
+        overrides["reg"] = {"cov_weight": float(wildcards.beta)}
+    return json.dumps(resolve_cell(config, f"{wildcards.dataset}/{wildcards.method}", overrides), sort_keys=True)
+
+
+DEFAULT_RESOURCES = {  # rule: threads, mem_mb, runtime, gpu (config `resources.<rule>` overrides)
+    "download": dict(threads=1, mem_mb=1000, runtime="12h", gpu=0),
+    "unzip": dict(threads=1, mem_mb=2000, runtime="2h", gpu=0),
+    "make_mdsprites": dict(threads=4, mem_mb=4000, runtime="2h", gpu=0),
+    "convert_mdsprites": dict(threads=1, mem_mb=8000, runtime="2h", gpu=0),
+    "make_coco": dict(threads=1, mem_mb=2000, runtime="1h", gpu=0),
+    "prepare_coco": dict(threads=4, mem_mb=16000, runtime="6h", gpu=0),
+    "extract_features": dict(threads=4, mem_mb=32000, runtime="12h", gpu=1),
+    "train": dict(threads=4, mem_mb=16000, runtime="48h", gpu=1),
+    "evaluate": dict(threads=4, mem_mb=16000, runtime="2h", gpu=1),
+    "probe": dict(threads=1, mem_mb=8000, runtime="2h", gpu=0),
+    "report": dict(threads=1, mem_mb=4000, runtime="1h", gpu=0),
+}
+
+
+def res(rule_name: str, key: str):
+    """One resource of a rule: config `resources.<rule>.<key>`, else the default above."""
+    return config.get("resources", {}).get(rule_name, {}).get(key, DEFAULT_RESOURCES[rule_name][key])
+
+
+# --- targets ---
+def cell_targets() -> list[str]:
+    """Metrics JSON of every configured cell and seed."""
+    return [f"results/metrics/{cell}/seed{seed}.json" for cell in config["cells"] for seed in config["seeds"]]
+
+
+def probe_targets() -> list[str]:
+    """Probing JSON of every configured ColoredMDSprites cell and seed (Table 2)."""
+    return [f"results/probe/{cell}/seed{seed}.json" for cell in config["cells"]
+            if cell.startswith("cmdsprites/") for seed in config["seeds"]]
+
+
+def sweep_targets() -> list[str]:
+    """Metrics JSON of the bottleneck sweep (cov_weight values of `sweep.cell`)."""
+    sweep = config.get("sweep") or {}
+    cell = sweep.get("cell", "cmdsprites/covloss")
+    return [f"results/sweep/metrics/{cell}/beta{beta_str(b)}/seed{seed}.json"
+            for b in sweep.get("betas", []) for seed in sweep.get("seeds", config["seeds"])]
+
+
+def all_results() -> list[str]:
+    return cell_targets() + probe_targets() + sweep_targets()
+
+
+# --- input functions and flags ---
+def split_inputs(dataset: str, part: str) -> dict:
+    """The prepared split (and, for COCO, its feature store) a train/evaluate job reads."""
+    if dataset == "cmdsprites":
+        return {"data": f"data/cmdsprites/{part}"}
+    return {"data": f"data/coco/{part}", "features": f"data/features/{part}"}
+
+
+def train_inputs(wildcards) -> dict:
+    return split_inputs(wildcards.dataset, "train")
+
+
+def eval_inputs(wildcards) -> dict:
+    return split_inputs(wildcards.dataset, "eval")
+
+
+def features_flag(part: str):
+    """`--features DIR` for COCO jobs, nothing for ColoredMDSprites."""
+    return lambda wildcards: f"--features data/features/{part}" if wildcards.dataset == "coco" else ""
+
+
+def weights_input(wildcards) -> list[str]:
+    if STAGE_DINO:
+        return [DINO_FILE]
+    return [] if VIT_WEIGHTS in ("auto", "random") else [VIT_WEIGHTS]

@@ -1,0 +1,192 @@
+# Raw data and prepared splits. `data.<dataset>.source` picks the replica / synthetic
+# generator (offline) or the real download; the prepared splits downstream are the same.
+
+
+if CMD["source"] == "replica":
+
+    rule make_mdsprites:
+        output:
+            TFRECORD,
+        params:
+            n=CMD["replica"]["n"],
+            seed=CMD["replica"].get("seed", 0),
+        conda:
+            ENV
+        log:
+            "logs/data/make_mdsprites.log",
+        benchmark:
+            "logs/bench/data/make_mdsprites.tsv"
+        threads: res("make_mdsprites", "threads")
+        resources:
+            mem_mb=res("make_mdsprites", "mem_mb"),
+            runtime=res("make_mdsprites", "runtime"),
+        shell:
+            "slotcov make-mdsprites --n {params.n} --seed {params.seed} --workers {threads} --out {output} > {log} 2>&1"
+
+elif "tfrecord" not in CMD:
+
+    localrules:
+        download_cmdsprites,
+
+    rule download_cmdsprites:
+        output:
+            TFRECORD,
+        conda:
+            ENV
+        log:
+            "logs/data/download_cmdsprites.log",
+        benchmark:
+            "logs/bench/data/download_cmdsprites.tsv"
+        threads: res("download", "threads")
+        resources:
+            mem_mb=res("download", "mem_mb"),
+            runtime=res("download", "runtime"),
+        shell:
+            "slotcov download --name cmdsprites --out {output} > {log} 2>&1"
+
+
+rule convert_mdsprites:
+    input:
+        TFRECORD,
+    output:
+        directory("data/cmdsprites/{part}"),
+    params:
+        start=lambda wc: CMD_SPLITS[wc.part][0],
+        n=lambda wc: CMD_SPLITS[wc.part][1],
+        resolution=CMD.get("resolution", 64),
+    conda:
+        ENV
+    log:
+        "logs/data/convert_mdsprites_{part}.log",
+    benchmark:
+        "logs/bench/data/convert_mdsprites_{part}.tsv"
+    threads: res("convert_mdsprites", "threads")
+    resources:
+        mem_mb=res("convert_mdsprites", "mem_mb"),
+        runtime=res("convert_mdsprites", "runtime"),
+    shell:
+        "slotcov convert-mdsprites --tfrecord {input} --start {params.start} --count {params.n} "
+        "--resolution {params.resolution} --out {output} > {log} 2>&1"
+
+
+if COCO["source"] == "synthetic":
+
+    rule make_coco:
+        output:
+            images=directory(f"{COCO_ROOT}/{{split}}"),
+            annotations=f"{COCO_ROOT}/annotations/instances_{{split}}.json",
+        params:
+            root=lambda wc, output: Path(output.annotations).parents[1],
+            n=lambda wc: COCO.get("synthetic", {}).get("n_train" if wc.split == COCO_SPLIT["train"] else "n_eval", 16),
+            # train and eval images differ: they come from different seeds
+            seed=lambda wc: COCO.get("synthetic", {}).get("seed", 0) + (wc.split == COCO_SPLIT["train"]),
+        wildcard_constraints:
+            split="|".join(COCO_SPLIT.values()),
+        conda:
+            ENV
+        log:
+            "logs/data/make_coco_{split}.log",
+        benchmark:
+            "logs/bench/data/make_coco_{split}.tsv"
+        threads: res("make_coco", "threads")
+        resources:
+            mem_mb=res("make_coco", "mem_mb"),
+            runtime=res("make_coco", "runtime"),
+        shell:
+            "slotcov make-coco --n {params.n} --seed {params.seed} --split {wildcards.split} "
+            "--out {params.root} > {log} 2>&1"
+
+elif "root" not in COCO:
+    # The real COCO 2017 zips, unpacked into the layout pycocotools expects.
+
+    localrules:
+        download_coco,
+
+    rule download_coco:
+        output:
+            f"{COCO_ROOT}/{{zipname}}.zip",
+        params:
+            name=lambda wc: COCO_ZIPS[wc.zipname],
+        wildcard_constraints:
+            zipname="|".join(COCO_ZIPS),
+        conda:
+            ENV
+        log:
+            "logs/data/download_{zipname}.log",
+        benchmark:
+            "logs/bench/data/download_{zipname}.tsv"
+        threads: res("download", "threads")
+        resources:
+            mem_mb=res("download", "mem_mb"),
+            runtime=res("download", "runtime"),
+        shell:
+            "slotcov download --name {params.name} --out {output} > {log} 2>&1"
+
+    rule unzip_coco_images:
+        input:
+            f"{COCO_ROOT}/{{split}}.zip",
+        output:
+            directory(f"{COCO_ROOT}/{{split}}"),
+        params:
+            root=lambda wc, output: Path(output[0]).parent,
+        wildcard_constraints:
+            split="train2017|val2017",
+        conda:
+            ENV
+        log:
+            "logs/data/unzip_{split}.log",
+        benchmark:
+            "logs/bench/data/unzip_{split}.tsv"
+        threads: res("unzip", "threads")
+        resources:
+            mem_mb=res("unzip", "mem_mb"),
+            runtime=res("unzip", "runtime"),
+        shell:
+            "python -m zipfile -e {input} {params.root} > {log} 2>&1"
+
+    rule unzip_coco_annotations:
+        input:
+            f"{COCO_ROOT}/annotations_trainval2017.zip",
+        output:
+            f"{COCO_ROOT}/annotations/instances_train2017.json",
+            f"{COCO_ROOT}/annotations/instances_val2017.json",
+        params:
+            root=lambda wc, output: Path(output[0]).parents[1],
+        conda:
+            ENV
+        log:
+            "logs/data/unzip_annotations.log",
+        benchmark:
+            "logs/bench/data/unzip_annotations.tsv"
+        threads: res("unzip", "threads")
+        resources:
+            mem_mb=res("unzip", "mem_mb"),
+            runtime=res("unzip", "runtime"),
+        shell:
+            "python -m zipfile -e {input} {params.root} > {log} 2>&1"
+
+
+rule prepare_coco:
+    input:
+        images=lambda wc: f"{COCO_ROOT}/{COCO_SPLIT[wc.part]}",
+        annotations=lambda wc: f"{COCO_ROOT}/annotations/instances_{COCO_SPLIT[wc.part]}.json",
+    output:
+        directory("data/coco/{part}"),
+    params:
+        root=lambda wc, input: Path(input.annotations).parents[1],
+        split=lambda wc: COCO_SPLIT[wc.part],
+        protocol=COCO.get("protocol", "dinosaur"),
+        limit=lambda wc: (f"--limit {COCO[f'limit_{wc.part}']}" if COCO.get(f"limit_{wc.part}") else ""),
+    conda:
+        ENV
+    log:
+        "logs/data/prepare_coco_{part}.log",
+    benchmark:
+        "logs/bench/data/prepare_coco_{part}.tsv"
+    threads: res("prepare_coco", "threads")
+    resources:
+        mem_mb=res("prepare_coco", "mem_mb"),
+        runtime=res("prepare_coco", "runtime"),
+    shell:
+        "slotcov prepare-coco --root {params.root} --split {params.split} --protocol {params.protocol} "
+        "{params.limit} --workers {threads} --out {output} > {log} 2>&1"

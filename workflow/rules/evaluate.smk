@@ -1,0 +1,92 @@
+# Evaluation: FG-ARI / mBO / MSE of each finished run on the evaluation split, plus the
+# evaluation samples the figures draw; coco/blockmasks is scored without training.
+
+rule evaluate:
+    input:
+        unpack(eval_inputs),
+        model="results/runs/{dataset}/{method}/seed{seed}/model.pt",
+    output:
+        metrics="results/metrics/{dataset}/{method}/seed{seed}.json",
+        provenance="results/metrics/{dataset}/{method}/seed{seed}.provenance.json",
+        samples="results/samples/{dataset}/{method}/seed{seed}.npz",
+    params:
+        config=CONFIG,
+        cfg=cell_config,
+        eval=json.dumps(EVAL, sort_keys=True),
+        features=features_flag("eval"),
+        batch_size=EVAL.get("batch_size", 64),
+        n_samples=EVAL.get("n_samples", 8),
+    wildcard_constraints:
+        method="|".join(TRAINED_METHODS),
+    conda:
+        ENV
+    log:
+        "logs/evaluate/{dataset}/{method}/seed{seed}.log",
+    benchmark:
+        "logs/bench/evaluate/{dataset}/{method}/seed{seed}.tsv"
+    threads: res("evaluate", "threads")
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+        gpu=res("evaluate", "gpu"),
+    shell:
+        "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
+        "--run results/runs/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} "
+        "--data {input.data} {params.features} --batch-size {params.batch_size} --n-samples {params.n_samples} "
+        "--samples {output.samples} --out {output.metrics} > {log} 2>&1"
+
+
+rule evaluate_blockmasks:
+    input:
+        unpack(lambda wc: split_inputs("coco", "eval")),
+    output:
+        metrics="results/metrics/coco/blockmasks/seed{seed}.json",
+        provenance="results/metrics/coco/blockmasks/seed{seed}.provenance.json",
+    params:
+        config=CONFIG,
+        num_slots=lambda wc: config.get("datasets", {}).get("coco", {}).get("model", {}).get("num_slots", 7),
+        batch_size=EVAL.get("batch_size", 64),
+    conda:
+        ENV
+    log:
+        "logs/evaluate/coco/blockmasks/seed{seed}.log",
+    benchmark:
+        "logs/bench/evaluate/coco/blockmasks/seed{seed}.tsv"
+    threads: res("evaluate", "threads")
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+    shell:
+        "slotcov evaluate --config {params.config} --cell coco/blockmasks --data {input.data} "
+        "--features {input.features} --batch-size {params.batch_size} --out {output.metrics} > {log} 2>&1"
+
+
+rule evaluate_sweep:
+    input:
+        unpack(eval_inputs),
+        model="results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}/model.pt",
+    output:
+        metrics="results/sweep/metrics/{dataset}/{method}/beta{beta}/seed{seed}.json",
+        provenance="results/sweep/metrics/{dataset}/{method}/beta{beta}/seed{seed}.provenance.json",
+    params:
+        config=CONFIG,
+        cfg=cell_config,
+        eval=json.dumps(EVAL, sort_keys=True),
+        features=features_flag("eval"),
+        batch_size=EVAL.get("batch_size", 64),
+    conda:
+        ENV
+    log:
+        "logs/evaluate/sweep/{dataset}/{method}/beta{beta}/seed{seed}.log",
+    benchmark:
+        "logs/bench/evaluate/sweep/{dataset}/{method}/beta{beta}/seed{seed}.tsv"
+    threads: res("evaluate", "threads")
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+        gpu=res("evaluate", "gpu"),
+    shell:
+        "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
+        "--run results/sweep/runs/{wildcards.dataset}/{wildcards.method}/beta{wildcards.beta}/seed{wildcards.seed} "
+        "--data {input.data} {params.features} --batch-size {params.batch_size} --n-samples 0 "
+        "--out {output.metrics} > {log} 2>&1"

@@ -1,0 +1,62 @@
+# Training: one job per (dataset, method, seed), plus the bottleneck sweep over cov_weight.
+# The run folder keeps ckpt.pt across failed/preempted attempts (only model.pt is a declared
+# output), so a retried job resumes. `params.cfg` is the cell's resolved settings: changing
+# them re-runs the job, and drop_stale_checkpoint.py discards a checkpoint of older settings.
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        "results/runs/{dataset}/{method}/seed{seed}/model.pt",
+    params:
+        config=CONFIG,
+        cfg=cell_config,
+        features=features_flag("train"),
+        run="results/runs/{dataset}/{method}/seed{seed}",
+    wildcard_constraints:
+        method="|".join(TRAINED_METHODS),
+    conda:
+        ENV
+    log:
+        "logs/train/{dataset}/{method}/seed{seed}.log",
+    benchmark:
+        "logs/bench/train/{dataset}/{method}/seed{seed}.tsv"
+    threads: res("train", "threads")
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
+    shell:
+        "(python workflow/scripts/drop_stale_checkpoint.py {params.run} {params.cfg:q} && "
+        "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
+        "--seed {wildcards.seed} --data {input.data} {params.features} --out {params.run} --no-progress) "
+        "> {log} 2>&1"
+
+
+rule train_sweep:
+    input:
+        unpack(train_inputs),
+    output:
+        "results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}/model.pt",
+    params:
+        config=CONFIG,
+        cfg=cell_config,
+        features=features_flag("train"),
+        run="results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}",
+    conda:
+        ENV
+    log:
+        "logs/train/sweep/{dataset}/{method}/beta{beta}/seed{seed}.log",
+    benchmark:
+        "logs/bench/train/sweep/{dataset}/{method}/beta{beta}/seed{seed}.tsv"
+    threads: res("train", "threads")
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
+    shell:
+        "(python workflow/scripts/drop_stale_checkpoint.py {params.run} {params.cfg:q} && "
+        "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
+        "--seed {wildcards.seed} --set reg.cov_weight={wildcards.beta} --data {input.data} {params.features} "
+        "--out {params.run} --no-progress) > {log} 2>&1"
