@@ -28,8 +28,22 @@ def _where(path) -> str:
 
 def validate(config: dict, source: str = "config") -> dict:
     """Check `config` against the schema and the cells' constraints; raise one-line UserError."""
-    validator = jsonschema.Draft202012Validator(_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    _raise_first(jsonschema.Draft202012Validator(_schema()).iter_errors(config), source)
+    for cell in config["cells"]:
+        if cell not in EVAL_ONLY:
+            check_cell(resolve_cell(config, cell), cell, source)
+    return config
+
+
+def check_override(override: dict, source: str = "--set") -> None:
+    """Check a cell override (--set, --seed) against the schema's per-cell section; raise one-line UserError."""
+    schema = _schema()
+    validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/override"})
+    _raise_first(validator.iter_errors(override), source)
+
+
+def _raise_first(errors, source: str) -> None:
+    error = jsonschema.exceptions.best_match(errors)
     if error is not None:
         if error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
@@ -40,10 +54,6 @@ def validate(config: dict, source: str = "config") -> dict:
             raise UserError(f"{source}: {_where(error.absolute_path)} = {error.instance!r} is not allowed; "
                             f"choose one of: {', '.join(map(str, error.validator_value))}")
         raise UserError(f"{source}: {_where(error.absolute_path)}: {error.message}")
-    for cell in config["cells"]:
-        if cell not in EVAL_ONLY:
-            check_cell(resolve_cell(config, cell), cell, source)
-    return config
 
 
 def check_cell(cfg: dict, cell: str, source: str = "config") -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -31,6 +32,16 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def remove_temps(path: str | os.PathLike) -> int:
+    """Delete the temporary files a killed writer of `path` left beside it; return how many."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"))
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return len(stale)
 
 
 def _umask() -> int:

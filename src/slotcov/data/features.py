@@ -219,7 +219,12 @@ class FeatureStore:
             hint = " (an unfinished extraction is in .tmp; run it again to resume)" if \
                 self.dir.with_name(self.dir.name + ".tmp").exists() else ""
             raise UserError(f"{mf} not found{hint}; run `slotcov extract-features`")
-        self.manifest = m = json.loads(mf.read_text())
+        try:
+            self.manifest = m = json.loads(mf.read_text())
+            m["shape"], m["dtype"], m["chunk"]  # noqa: B018 - a manifest without them is corrupt
+        except (ValueError, TypeError, KeyError) as err:  # bad UTF-8 or JSON, wrong structure
+            raise DataError(f"{mf}: corrupt manifest ({type(err).__name__}: {err}); "
+                            f"delete {self.dir} and extract again") from err
         if not m.get("complete") or len(m.get("chunks", {})) != m.get("n_chunks"):
             raise DataError(f"{mf}: feature store incomplete; run `slotcov extract-features` again to finish it")
         try:
@@ -232,14 +237,20 @@ class FeatureStore:
         size, want = os.path.getsize(tf), self.tokens.offset + self.tokens.nbytes
         if size != want:
             raise DataError(f"{tf}: {size} bytes on disk, expected {want}; delete {self.dir} and extract again")
-        self.image_ids = np.load(self.dir / "image_ids.npy")
+        try:
+            self.image_ids = np.load(self.dir / "image_ids.npy")
+        except (OSError, ValueError) as err:
+            raise DataError(f"{self.dir / 'image_ids.npy'}: unreadable ({err}); delete {self.dir} and extract again") from err
         if len(self.image_ids) != len(self.tokens):
             raise DataError(f"{self.dir / 'image_ids.npy'}: {len(self.image_ids)} ids for {len(self.tokens)} rows")
         if verify:
             self.verify()
 
     def verify(self) -> None:
-        """Re-hash every chunk against the manifest; DataError names the file and the first bad chunk."""
+        """Re-hash the image ids and every chunk against the manifest; DataError names the file and the first bad chunk."""
+        if hashlib.sha256(np.ascontiguousarray(self.image_ids, np.int64).tobytes()).hexdigest() != \
+                self.manifest.get("image_ids_sha256"):
+            raise DataError(f"{self.dir / 'image_ids.npy'}: fails its sha256; delete {self.dir} and extract again")
         chunk = self.manifest["chunk"]
         for c in tqdm(range(self.manifest["n_chunks"]), desc=f"verify {self.dir.name}", leave=False):
             start, end = c * chunk, min(len(self.tokens), (c + 1) * chunk)

@@ -235,6 +235,8 @@ def convert_split(tfrecord, start: int, count: int, out_dir, resolution: int = 6
         raise UserError(f"--resolution must divide {SIZE} (64, 32, 16, ...), got {resolution}")
     if start < 0 or count < 1:
         raise UserError(f"--start must be >= 0 and --count >= 1, got {start} and {count}")
+    if not Path(tfrecord).is_file():
+        raise DataError(f"{tfrecord}: no such TFRecord file; download or generate it first")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
