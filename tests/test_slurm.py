@@ -1,5 +1,6 @@
 """End-to-end checks of the SLURM profile against the local cluster (`make slurm-up`)."""
 
+import json
 import os
 import re
 import shutil
@@ -155,3 +156,29 @@ def test_tiny_workflow_runs_on_slurm(tmp_path):
     assert gres.search(scontrol_job(ids["gpu_job"]))
     assert not gres.search(scontrol_job(ids["cpu_job"]))
     assert (tmp_path / "logs" / "slurm").is_dir()
+
+
+@pytest.mark.slurm
+def test_test_preset_cell_runs_through_sbatch(tmp_path):
+    """The project's `test` preset: one ColoredMDSprites cell, data to metrics and probe, every job via sbatch."""
+    require_cluster()
+    from workflow_repo import copy_repo
+
+    repo = copy_repo(tmp_path / "repo")
+    env_bin = str(Path(sys.executable).parent)
+    os.environ["PATH"] = env_bin + os.pathsep + os.environ.get("PATH", "")  # jobs inherit it: `slotcov` resolves
+    targets = ["results/metrics/cmdsprites/sa/seed0.json", "results/probe/cmdsprites/sa/seed0.json"]
+    run_snakemake(SLURM_PROFILE, repo, targets, [*TEST_ARGS, "--configfile", "config/test.yaml"], timeout=900)
+
+    for out in targets:
+        prov = json.loads((repo / out.replace(".json", ".provenance.json")).read_text())
+        job = prov["slurm_job_id"]
+        assert job.isdigit(), f"{out} was not computed inside a SLURM job: {prov}"
+        info = scontrol_job(job)
+        assert "JobState=COMPLETED" in info
+    metrics = json.loads((repo / targets[0]).read_text())
+    assert metrics["fg_ari_n"] > 0
+    submitted = {p.parent.name for p in (repo / "logs" / "slurm").rglob("*.log")}
+    for rule in ("make_mdsprites", "convert_mdsprites", "train", "evaluate", "probe"):
+        assert any(rule in name for name in submitted) or (repo / "logs" / "slurm" / f"rule_{rule}").exists(), \
+            f"no SLURM log for rule {rule}: {sorted(submitted)}"
