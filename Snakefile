@@ -8,7 +8,7 @@
 # One cell = one target, and only its chain runs (data -> train -> evaluate):
 #   results/metrics/{dataset}/{method}/seed{seed}.json     Tables 1 and 3 (FG-ARI, mBO)
 #   results/probe/cmdsprites/{method}/seed{seed}.json     Table 2 (probing)
-#   results/sweep/metrics/cmdsprites/covloss/beta{beta}/seed{seed}.json   the sweep (beta as "0.1", "10.0")
+#   results/sweep/cmdsprites/covloss/beta{beta}/seed{seed}.json   the sweep (beta as "0.1", "10.0")
 # Put targets BEFORE --configfile: Snakemake 9 reads every word after it as a config file.
 # A `--configfile` on the command line REPLACES config.yaml (it is not merged into it), so
 # no demo setting leaks into another preset; `--config KEY=VALUE` still applies on top.

@@ -113,7 +113,7 @@ def sweep_targets() -> list[str]:
     """Metrics JSON of the bottleneck sweep (cov_weight values of `sweep.cell`)."""
     sweep = config.get("sweep") or {}
     cell = sweep.get("cell", "cmdsprites/covloss")
-    return [f"results/sweep/metrics/{cell}/beta{beta_str(b)}/seed{seed}.json"
+    return [f"results/sweep/{cell}/beta{beta_str(b)}/seed{seed}.json"
             for b in sweep.get("betas", []) for seed in sweep.get("seeds", config["seeds"])]
 
 

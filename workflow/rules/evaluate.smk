@@ -66,8 +66,8 @@ rule evaluate_sweep:
         unpack(eval_inputs),
         model="results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}/model.pt",
     output:
-        metrics="results/sweep/metrics/{dataset}/{method}/beta{beta}/seed{seed}.json",
-        provenance="results/sweep/metrics/{dataset}/{method}/beta{beta}/seed{seed}.provenance.json",
+        metrics="results/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
+        provenance="results/sweep/{dataset}/{method}/beta{beta}/seed{seed}.provenance.json",
     params:
         config=CONFIG,
         cfg=cell_config,
