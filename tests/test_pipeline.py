@@ -1,0 +1,48 @@
+"""The whole `test` preset DAG, raw data to report: every table, figure and the PDF appear,
+and the tables hold exactly the numbers of the metrics files they were made from."""
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from workflow_repo import copy_repo, snakemake
+
+FIGURES = ["recon_cmdsprites_sa", "recon_cmdsprites_covloss", "recon_cmdsprites_cosineloss",
+           "recon_cmdsprites_sa_more", "masks_coco", "masks_coco_more", "masks_coco_dinosaur",
+           "curves_cmdsprites", "curves_coco", "sweep_beta"]
+
+
+@pytest.mark.slow
+def test_test_preset_makes_every_table_figure_and_the_report(tmp_path):
+    repo = copy_repo(tmp_path)
+    has_latex = shutil.which("pdflatex") is not None
+    if not has_latex and os.environ.get("CI") == "true":
+        pytest.fail("pdflatex missing under CI: .ci/run installs it with scripts/install-latex.sh")
+    targets = ["all"] if has_latex else ["reports/tables", "reports/figures"]
+    snakemake(repo, *targets, "--cores", "2")
+
+    tables = repo / "reports" / "tables"
+    for n in (1, 2, 3):
+        assert (tables / f"table{n}.tex").stat().st_size > 0
+    assert "\\newcommand" in (repo / "reports" / "numbers.tex").read_text()
+    for name in FIGURES:
+        assert (repo / "reports" / "figures" / f"{name}.png").exists(), name
+        assert (repo / "reports" / "figures" / f"{name}.pdf").exists(), name
+    if has_latex:
+        assert (repo / "reports" / "report.pdf").read_bytes()[:5] == b"%PDF-"
+
+    # every Table 1 and Table 3 number is the one in its metrics file
+    t1 = pd.concat([pd.read_csv(tables / "table1.csv"), pd.read_csv(tables / "table3.csv")])
+    checked = 0
+    for row in t1.itertuples():
+        metrics = repo / "results" / "metrics" / row.dataset / row.method / "seed0.json"
+        if metrics.exists():
+            assert row.mean == pytest.approx(json.loads(metrics.read_text())["fg_ari"], abs=1e-3), row
+            checked += 1
+    assert checked >= 10
+    t2 = pd.read_csv(tables / "table2.csv")
+    probe = json.loads((repo / "results" / "probe" / "cmdsprites" / "sa" / "seed0.json").read_text())
+    shape = t2[(t2.method == "sa") & (t2.metric == "shape_acc")]
+    assert shape["mean"].iloc[0] == pytest.approx(probe["shape_acc"], abs=1e-4)
