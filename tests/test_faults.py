@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from tiny_run import assert_same_weights, weights
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -226,16 +227,6 @@ def server():
 # ---------------------------------------------------------------------------- shared helpers
 
 
-def _weights(run: Path) -> dict:
-    return torch.load(run / "model.pt", weights_only=False)["model"]
-
-
-def _assert_same_weights(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-
-
 def _blob_dataset():
     """tiny_run's images with per-pixel object ids (each distinct colour; the most common one is background)."""
     from slotcov.data import InMemory
@@ -314,7 +305,7 @@ def test_sigkill_anywhere_resumes_with_same_weights_log_and_metrics(server, tmp_
     ref_metrics = _metrics(tmp_path / "ref")
     for trial in range(3):
         run = tmp_path / f"run{trial}"
-        _assert_same_weights(_weights(tmp_path / "ref"), _weights(run))
+        assert_same_weights(weights(tmp_path / "ref"), weights(run))
         pd.testing.assert_frame_equal(ref_log, pd.read_csv(run / "log.csv").drop(columns="sec"))
         assert _metrics(run) == ref_metrics
         assert _no_temps(run) == [], "a killed writer's temporary file survived the restart"
@@ -385,7 +376,7 @@ def test_sigterm_and_sigusr1_through_the_cli_exit_75_and_resume(replica, server,
     assert code == 0, err
     assert list(pd.read_csv(out / "log.csv").step) == list(range(1, 31))  # each step logged once, in order
     train(_cfg(replica), MDSpritesArrays(replica / "train"), tmp_path / "ref", device="cpu", progress=False)
-    _assert_same_weights(_weights(tmp_path / "ref"), _weights(out))
+    assert_same_weights(weights(tmp_path / "ref"), weights(out))
     print(f"preempted at steps {first} (SIGTERM) and {second} (SIGUSR1), resumed to 30")
 
 
@@ -428,7 +419,7 @@ def test_full_disk_while_saving_keeps_the_previous_file(replica, tmp_path, monke
 
     train(_cfg(replica, steps=8, checkpoint_every=4), MDSpritesArrays(replica / "train"), tmp_path / "ref",
           device="cpu", progress=False)
-    _assert_same_weights(_weights(tmp_path / "ref"), _weights(out))
+    assert_same_weights(weights(tmp_path / "ref"), weights(out))
 
 
 def test_log_truncation_failure_keeps_the_log_and_partial_rows_are_dropped(tmp_path, monkeypatch):
@@ -772,7 +763,7 @@ def test_nonfinite_gradient_with_finite_loss_stops(tmp_path, monkeypatch, grad_c
     assert msg.startswith("step 4: non-finite") and np.isfinite(loss) and "grad_norm=inf" in msg.replace("nan", "inf")
     after = torch.load(tmp_path / "ckpt.pt", weights_only=False)
     assert after["step"] == 4
-    _assert_same_weights(good["model"], after["model"])
+    assert_same_weights(good["model"], after["model"])
 
 
 def test_skip_nonfinite_is_off_in_every_paper_cell_and_preset():

@@ -14,19 +14,9 @@ import torch
 
 from slotcov.errors import UserError
 from slotcov.train import NonFiniteLoss, Preempted, batch_indices, lr_at, train
-from tiny_run import tiny_cell, tiny_dataset
+from tiny_run import assert_same_weights, tiny_cell, tiny_dataset, weights
 
 HERE = Path(__file__).parent
-
-
-def _weights(run: Path) -> dict:
-    return torch.load(run / "model.pt", weights_only=False)["model"]
-
-
-def _assert_same_weights(a: dict, b: dict):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 def test_schedule():
@@ -52,13 +42,13 @@ def test_short_run_reconstruction_falls(tmp_path):
     assert (tmp_path / "model.pt").exists()
 
 
-def test_resume_after_stop_gives_identical_weights(tmp_path):
+def test_resume_after_stop_gives_identicalweights(tmp_path):
     cfg = tiny_cell()
     train(cfg, tiny_dataset(), tmp_path / "a", progress=False)
     assert train(cfg, tiny_dataset(), tmp_path / "b", progress=False, stop_after=5).name == "ckpt.pt"
     assert not (tmp_path / "b" / "model.pt").exists()
     train(cfg, tiny_dataset(), tmp_path / "b", progress=False)
-    _assert_same_weights(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
     log_a, log_b = pd.read_csv(tmp_path / "a" / "log.csv"), pd.read_csv(tmp_path / "b" / "log.csv")
     pd.testing.assert_frame_equal(log_a.drop(columns="sec"), log_b.drop(columns="sec"))
 
@@ -74,7 +64,7 @@ def test_sigterm_checkpoints_and_resumes_exactly(tmp_path):
     ck = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)
     assert 0 < ck["step"] < 30
     train(cfg, tiny_dataset(), tmp_path / "b", progress=False)
-    _assert_same_weights(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
 
 
 def test_sigkill_at_random_points_resumes_exactly(tmp_path):
@@ -99,7 +89,7 @@ def test_sigkill_at_random_points_resumes_exactly(tmp_path):
         proc.wait()
     subprocess.run([sys.executable, str(HERE / "tiny_run.py"), str(run), str(steps)], check=True, cwd=HERE, env=env)
     assert kills >= 1
-    _assert_same_weights(_weights(ref), _weights(run))
+    assert_same_weights(weights(ref), weights(run))
     assert not list(run.glob(".*.tmp*")), "a temporary file survived"
 
 
@@ -113,7 +103,7 @@ def test_nonfinite_loss_stops_with_step_and_terms_and_keeps_checkpoint(tmp_path)
         train(cfg, ds, tmp_path, progress=False)
     after = torch.load(tmp_path / "ckpt.pt", weights_only=False)
     assert after["step"] == 4
-    _assert_same_weights(good["model"], after["model"])
+    assert_same_weights(good["model"], after["model"])
     assert not (tmp_path / "model.pt").exists()
 
 
@@ -121,7 +111,7 @@ def test_skip_nonfinite_option(tmp_path):
     ds = tiny_dataset()
     ds.tensors["image"][0] = float("nan")
     train(tiny_cell(steps=6, skip_nonfinite=True), ds, tmp_path, progress=False)
-    assert all(torch.isfinite(v).all() for v in _weights(tmp_path).values())
+    assert all(torch.isfinite(v).all() for v in weights(tmp_path).values())
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):

@@ -3,6 +3,7 @@
 python tests/tiny_run.py OUT_DIR [STEPS]
 """
 import sys
+from pathlib import Path
 
 import torch
 
@@ -33,6 +34,18 @@ def tiny_cell(cell: str = "cmdsprites/covloss", steps: int = 12, **train) -> dic
 
 def tiny_dataset() -> InMemory:
     return InMemory(image=blobs())
+
+
+def weights(run) -> dict:
+    """The final model weights of a run folder."""
+    return torch.load(Path(run) / "model.pt", weights_only=False)["model"]
+
+
+def assert_same_weights(a: dict, b: dict):
+    """Bit-identical state dicts."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 if __name__ == "__main__":
