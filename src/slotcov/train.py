@@ -280,14 +280,15 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
             pending = (step, lr, host, event, names)
             step += 1
             bar.update(1)
-            if event is None or step % t["checkpoint_every"] == 0 or step == stop or state["signal"]:
-                settle(*pending)
+            signalled = state["signal"]  # read once: a signal arriving later waits for the next step
+            if event is None or step % t["checkpoint_every"] == 0 or step == stop or signalled:
+                settle(*pending)  # before any checkpoint, so none holds weights of an unchecked step
                 pending = None
             if step % t["checkpoint_every"] == 0 or step == t["steps"]:
                 checkpoint(step)
-            if state["signal"]:
+            if signalled:
                 checkpoint(step)
-                raise Preempted(f"{state['signal']} at step {step}: checkpoint written to {ckpt_path}; "
+                raise Preempted(f"{signalled} at step {step}: checkpoint written to {ckpt_path}; "
                                 f"run the same command again to resume")
         if step < t["steps"]:
             checkpoint(step)
