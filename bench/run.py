@@ -33,6 +33,8 @@ import baseline  # noqa: E402
 from slotcov.cells import PAPER_CELLS  # noqa: E402
 from slotcov.config import deep_merge  # noqa: E402
 from slotcov.data import InMemory  # noqa: E402
+from slotcov.data.features import FeatureStore  # noqa: E402
+from slotcov.io import write_json  # noqa: E402
 from slotcov.models import build_model  # noqa: E402
 from slotcov.train import train  # noqa: E402
 
@@ -165,10 +167,15 @@ def bench_feature_store(quick):
     tokens = np.random.default_rng(0).standard_normal((n, 196, 768), dtype=np.float32)
     tmp = Path(tempfile.mkdtemp(dir=os.environ.get("SLOTCOV_BENCH_DIR")))
     try:
-        store = np.lib.format.open_memmap(tmp / "tokens.npy", mode="w+", dtype=np.float16, shape=tokens.shape)
+        store_dir = tmp / "store"
+        store_dir.mkdir()
+        store = np.lib.format.open_memmap(store_dir / "tokens.npy", mode="w+", dtype=np.float16, shape=tokens.shape)
         store[:] = tokens
         store.flush()
         del store
+        np.save(store_dir / "image_ids.npy", np.arange(n, dtype=np.int64))
+        write_json(store_dir / "manifest.json", {"shape": list(tokens.shape), "dtype": "float16", "chunk": n,
+                                                 "n_chunks": 1, "chunks": {"0": "not checked here"}, "complete": True})
         (tmp / "per_image").mkdir()
         files = [tmp / "per_image" / f"{i:012d}.npy" for i in range(n)]
         for i, f in enumerate(files):
@@ -178,9 +185,9 @@ def bench_feature_store(quick):
         order = [np.sort(rng.choice(n, bs, replace=False)) for _ in range(batches)]
 
         def ours():
-            mm = np.load(tmp / "tokens.npy", mmap_mode="r")
+            store = FeatureStore(store_dir)  # what CocoArrays.batch reads through
             for idx in order:
-                torch.from_numpy(mm[idx])  # float16; the model casts on the device
+                torch.from_numpy(store[idx])  # float16; the model casts on the device
 
         def base():
             for idx in order:
@@ -190,7 +197,7 @@ def bench_feature_store(quick):
         for cache in ("warm", "cold"):
             ours_t, base_t = [], []
             for _ in range(1 if quick else 3):
-                for fn, times, paths in ((ours, ours_t, [tmp / "tokens.npy"]), (base, base_t, files)):
+                for fn, times, paths in ((ours, ours_t, [store_dir / "tokens.npy"]), (base, base_t, files)):
                     if cache == "cold":
                         _evict(paths)
                     else:
@@ -204,7 +211,7 @@ def bench_feature_store(quick):
                              "ratio_min": min(ratios), "ratio_median": statistics.median(ratios),
                              "ratio_max": max(ratios)}
         result["ratio_min"] = min(result["warm"]["ratio_min"], result["cold"]["ratio_min"])
-        store_bytes = (tmp / "tokens.npy").stat().st_size
+        store_bytes = (store_dir / "tokens.npy").stat().st_size
         base_bytes = sum(f.stat().st_size for f in files)
     finally:
         shutil.rmtree(tmp)
@@ -242,10 +249,14 @@ def main(argv=None) -> int:
             entry[name] = bench_fg_ari(args.quick)
         else:
             entry[name] = bench_feature_store(args.quick)
+        entry[name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
         print(f"{name}: {json.dumps(entry[name])}  ({time.time() - t:.0f} s)", flush=True)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
-    results[f"{info['name']}{' (quick)' if args.quick else ''}"] = entry
+    key = f"{info['name']}{' (quick)' if args.quick else ''}"
+    if args.only:  # a partial run updates its benchmarks and keeps the machine's others
+        entry = {**results.get(key, {}), **entry}
+    results[key] = entry
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slotcov.cli import main as cli_main
-from slotcov.data.mdsprites import (ORIENTATIONS, SCALES, MDSpritesArrays, convert_split, load_tfrecord,
+from slotcov.data.mdsprites import (ORIENTATIONS, POSITIONS, SCALES, MDSpritesArrays, convert_split, load_tfrecord,
                                     make_mdsprites, sprite_mask)
 from slotcov.errors import DataError, UserError
 
@@ -72,18 +72,26 @@ def test_masks_exclusive_and_colours_exact(replica):
 
 
 def test_sprite_geometry():
-    assert sprite_mask(1, 1.0, 0.0, 0.5, 0.5).sum() == 14 * 14  # square 14 px at scale 1
-    assert 7 * 7 <= sprite_mask(1, 0.5, 0.0, 0.5, 0.5).sum() <= 8 * 8  # half-pixel boundary inclusive
+    assert sprite_mask(1, 1.0, 0.0, 0.5, 0.5).sum() == 20 * 20  # square 19 px at scale 1, boundary inclusive
+    assert sprite_mask(1, 0.5, 0.0, 0.5, 0.5).sum() == 10 * 10
     ell = sprite_mask(2, 1.0, 0.0, 0.5, 0.5)
     rows, cols = np.nonzero(ell)
     assert np.ptp(cols) > np.ptp(rows)  # wide at orientation 0
     rot = sprite_mask(2, 1.0, np.pi / 2, 0.5, 0.5)
     rows, cols = np.nonzero(rot)
     assert np.ptp(rows) > np.ptp(cols)
-    heart = sprite_mask(3, 1.0, 0.0, 0.0, 1.0)
+    heart = sprite_mask(3, 1.0, 0.0, 0.5, 0.5)
     rows, cols = np.nonzero(heart)
-    assert 12 <= np.ptp(cols) + 1 <= 18 and 12 <= np.ptp(rows) + 1 <= 18
+    assert 19 <= np.ptp(cols) + 1 <= 24 and 19 <= np.ptp(rows) + 1 <= 24
+    rows, cols = np.nonzero(sprite_mask(3, 0.5, 0.0, 0.0, 1.0))
     assert abs(cols.mean() - 8) < 1.5 and abs(rows.mean() - 56) < 2  # x=0 left, y=1 bottom
+
+
+def test_sprite_coverage_matches_dsprites():
+    """One sprite covers 4.3% of the image on average over the latent grid, as in dSprites (pixel mean 0.043)."""
+    cover = [sprite_mask(s, sc, o, x, y).mean() for s in (1, 2, 3) for sc in SCALES for o in ORIENTATIONS[::8]
+             for x in POSITIONS[::4] for y in POSITIONS[::4]]
+    assert abs(np.mean(cover) - 0.043) < 0.002
 
 
 def test_deterministic_for_seed(tmp_path, replica):

@@ -9,11 +9,14 @@ tf.train.Example records with features
 Entity 0 is the background; 1..4 are sprites; unused slots have visibility 0 and empty masks.
 
 The replica (`make_mdsprites`) renders scenes by the same generative process and writes the
-same format, so every later step runs unchanged on either. Replica geometry (ours, chosen to
-look like dSprites): a sprite's centre is at pixel 8 + 48*x across and 8 + 48*y down (y = 0 at
-the top); at scale 1 a square is 14 px wide, an ellipse 16.8 x 8.4 px, a heart about 16 x 16 px
-(1/4 of the image), all shrinking linearly with scale; orientation rotates the shape
-counter-clockwise on screen. Sprites are binary (no anti-aliasing), so every pixel of an
+same format, so every later step runs unchanged on either. Replica geometry (ours): a sprite's
+centre is at pixel 8 + 48*x across and 8 + 48*y down (y = 0 at the top); at scale 1 a square is
+19 px wide, an ellipse 22.8 x 11.4 px, a heart about 22 x 22 px, all shrinking linearly with
+scale; orientation rotates the shape counter-clockwise on screen. The size is set so that one
+sprite, averaged over the dSprites latent grid, covers 4.3% of the image: the pixel mean of the
+binary dSprites images (0.043, std 0.202 = sqrt(0.043 * 0.957)), which multi_dsprites draws its
+sprites from. (An earlier replica used squares of 14 px, 2.4% per sprite; its scenes were
+harder than the real ones.) Sprites are binary (no anti-aliasing), so every pixel of an
 entity has exactly its colour, round(255*color). Colours are drawn as k/255 (k uniform in
 0..255). A sprite hidden entirely by later sprites keeps its properties but gets visibility 0.
 The file holds one gzip member per CHUNK records (a valid multi-member gzip stream).
@@ -54,7 +57,7 @@ ORIENTATIONS = np.arange(40) * (2 * np.pi / 40)
 POSITIONS = np.linspace(0.0, 1.0, 32)
 SHAPES = {1: "square", 2: "ellipse", 3: "heart"}
 
-MARGIN, SPAN, HALF = 8.0, 48.0, 7.0  # centre = MARGIN + SPAN*pos px; half-size HALF*scale px
+MARGIN, SPAN, HALF = 8.0, 48.0, 9.5  # centre = MARGIN + SPAN*pos px; half-size HALF*scale px
 CHUNK = 250  # records per gzip member / worker task; fixed so the file bytes never depend on workers
 
 
