@@ -66,6 +66,24 @@ def test_slot_attention_normalises_over_inputs_after_softmax_over_slots():
     torch.testing.assert_close(attn.sum(dim=1), torch.full((3, 10), 1 + 4e-8), rtol=0, atol=1e-6)
 
 
+def test_attn_sharpness_scales_the_logits():
+    """sharpness s gives the attention of logits q.k * s / sqrt(D); 1 (the paper's) is the default."""
+    from slotcov.models import build_model
+    torch.manual_seed(0)
+    sa = SlotAttention(num_slots=4, dim=8, iters=1, mlp_hidden=16, sharpness=5.0)
+    x = torch.randn(2, 10, 8)
+    torch.manual_seed(1)
+    _, attn = sa(x)
+    torch.manual_seed(1)
+    slots0 = sa.slots_mu + sa.slots_log_sigma.exp() * torch.randn(2, 4, 8)
+    xn = sa.norm_inputs(x)
+    logits = torch.einsum("bkd,bnd->bkn", sa.to_q(sa.norm_slots(slots0)), sa.to_k(xn)) * 5.0 / 8 ** 0.5
+    torch.testing.assert_close(attn, torch.softmax(logits, dim=1) + sa.eps)
+    cfg = dict(PAPER_CELLS["cmdsprites/sa"]["model"], resolution=16)
+    assert build_model(cfg).slot_attention.scale == 64 ** -0.5
+    assert build_model(dict(cfg, attn_sharpness=20.0)).slot_attention.scale == 20.0 * 64 ** -0.5
+
+
 def test_model_summary_cli(capsys):
     from slotcov.cli import main
 

@@ -53,10 +53,10 @@ class SlotAttention(nn.Module):
     """Iterative attention in which slots compete for the inputs (Locatello et al. 2020)."""
 
     def __init__(self, num_slots: int, dim: int, iters: int = 3, mlp_hidden: int = 128,
-                 eps: float = 1e-8):
+                 eps: float = 1e-8, sharpness: float = 1.0):
         super().__init__()
         self.num_slots, self.dim, self.iters, self.eps = num_slots, dim, iters, eps
-        self.scale = dim ** -0.5
+        self.scale = sharpness * dim ** -0.5  # sharpness 1 = the paper; > 1 makes slots compete harder
         self.slots_mu = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
         self.slots_log_sigma = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
         self.to_q = nn.Linear(dim, dim, bias=False)
@@ -200,7 +200,8 @@ class SlotAutoencoder(nn.Module):
         self.cfg = cfg
         kind, d, k = cfg["kind"], cfg["slot_dim"], cfg["num_slots"]
         hidden = cfg.get("mlp_hidden") or max(d, 128)
-        self.slot_attention = SlotAttention(k, d, cfg.get("iters", 3), hidden)
+        self.slot_attention = SlotAttention(k, d, cfg.get("iters", 3), hidden,
+                                            sharpness=cfg.get("attn_sharpness", 1.0))
         if kind == "sa_cnn":
             r = cfg["resolution"]
             self.encoder = CNNEncoder(r, cfg.get("channels", 64), d, cfg.get("encoder_layers", 4))
