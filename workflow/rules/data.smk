@@ -16,6 +16,7 @@ if CMD["source"] == "replica":
             "logs/data/make_mdsprites.log",
         benchmark:
             "logs/bench/data/make_mdsprites.tsv"
+        priority: 50  # the ColoredMDSprites trainings are the longest chain: start it first
         threads: res("make_mdsprites", "threads")
         resources:
             mem_mb=res("make_mdsprites", "mem_mb"),
@@ -60,6 +61,7 @@ rule convert_mdsprites:
         "logs/data/convert_mdsprites_{part}.log",
     benchmark:
         "logs/bench/data/convert_mdsprites_{part}.tsv"
+    priority: 50
     threads: res("convert_mdsprites", "threads")
     resources:
         mem_mb=res("convert_mdsprites", "mem_mb"),
