@@ -12,6 +12,7 @@ Benchmarks (each writes one entry under this machine's key in bench/results.json
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -173,9 +174,12 @@ def bench_feature_store(quick):
         store[:] = tokens
         store.flush()
         del store
-        np.save(store_dir / "image_ids.npy", np.arange(n, dtype=np.int64))
-        write_json(store_dir / "manifest.json", {"shape": list(tokens.shape), "dtype": "float16", "chunk": n,
-                                                 "n_chunks": 1, "chunks": {"0": "not checked here"}, "complete": True})
+        ids = np.arange(n, dtype=np.int64)
+        np.save(store_dir / "image_ids.npy", ids)
+        sha = lambda a: hashlib.sha256(a.tobytes()).hexdigest()  # noqa: E731
+        write_json(store_dir / "manifest.json", {  # one chunk, the fields FeatureStore checks (verify passes)
+            "shape": list(tokens.shape), "dtype": "float16", "chunk": n, "n_chunks": 1, "complete": True,
+            "chunks": {"0": sha(tokens.astype(np.float16))}, "image_ids_sha256": sha(ids)})
         (tmp / "per_image").mkdir()
         files = [tmp / "per_image" / f"{i:012d}.npy" for i in range(n)]
         for i, f in enumerate(files):

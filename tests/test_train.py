@@ -42,7 +42,7 @@ def test_short_run_reconstruction_falls(tmp_path):
     assert (tmp_path / "model.pt").exists()
 
 
-def test_resume_after_stop_gives_identicalweights(tmp_path):
+def test_resume_after_stop_gives_identical_weights(tmp_path):
     cfg = tiny_cell()
     train(cfg, tiny_dataset(), tmp_path / "a", progress=False)
     assert train(cfg, tiny_dataset(), tmp_path / "b", progress=False, stop_after=5).name == "ckpt.pt"
