@@ -170,8 +170,9 @@ def bench_feature_store(quick):
     try:
         store_dir = tmp / "store"
         store_dir.mkdir()
+        half = tokens.astype(np.float16)  # converted once: written to the store and hashed for its manifest
         store = np.lib.format.open_memmap(store_dir / "tokens.npy", mode="w+", dtype=np.float16, shape=tokens.shape)
-        store[:] = tokens
+        store[:] = half
         store.flush()
         del store
         ids = np.arange(n, dtype=np.int64)
@@ -179,7 +180,8 @@ def bench_feature_store(quick):
         sha = lambda a: hashlib.sha256(a.tobytes()).hexdigest()  # noqa: E731
         write_json(store_dir / "manifest.json", {  # one chunk, the fields FeatureStore checks (verify passes)
             "shape": list(tokens.shape), "dtype": "float16", "chunk": n, "n_chunks": 1, "complete": True,
-            "chunks": {"0": sha(tokens.astype(np.float16))}, "image_ids_sha256": sha(ids)})
+            "chunks": {"0": sha(half)}, "image_ids_sha256": sha(ids)})
+        del half
         (tmp / "per_image").mkdir()
         files = [tmp / "per_image" / f"{i:012d}.npy" for i in range(n)]
         for i, f in enumerate(files):
