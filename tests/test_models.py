@@ -107,3 +107,45 @@ def test_broadcast_decoder_shortcut_equals_the_plain_broadcast():
     plain = dec.convs(x).reshape(14, 5, 4, 12, 12)
     torch.testing.assert_close(rgb, plain[:, :, :3], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(alpha, plain[:, :, 3:], rtol=1e-10, atol=1e-10)
+
+
+def test_kernel_options_set_the_convolution_sizes():
+    cfg = dict(PAPER_CELLS["cmdsprites/sa"]["model"], resolution=16)
+    model, _ = build_cell({"model": cfg, "reg": PAPER_CELLS["cmdsprites/sa"]["reg"]})
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert [c.kernel_size for c in convs] == [(5, 5)] * 4 + [(5, 5)] * 3 + [(3, 3)]  # the paper's
+    small = dict(cfg, encoder_kernel=1, encoder_layers=2, decoder_kernel=1)
+    model, _ = build_cell({"model": small, "reg": PAPER_CELLS["cmdsprites/sa"]["reg"]})
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert [c.kernel_size for c in convs] == [(1, 1)] * 2 + [(1, 1)] * 3 + [(3, 3)]
+    out = model({"image": torch.rand(2, 3, 16, 16)})
+    assert out["recon"].shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("cell", ["cmdsprites/sa", "coco/dinosaur"])
+def test_attention_mask_prior_multiplies_the_decoder_masks_by_the_attention(cell):
+    """mask_prior: attention gives masks = softmax_k(alpha_k + log attn_k), i.e. attn * exp(alpha), renormalised."""
+    cfg = _tiny(cell)
+    torch.manual_seed(0)
+    plain, _ = build_cell(cfg)
+    prior, _ = build_cell(deep_merge(cfg, {"model": {"mask_prior": "attention"}}))
+    prior.load_state_dict(plain.state_dict())
+    batch = {"image": torch.rand(2, 3, 16, 16), "features": torch.randn(2, 16, 24)}
+    torch.manual_seed(1)
+    a = plain(batch)
+    torch.manual_seed(1)
+    b = prior(batch)
+    k = cfg["model"]["num_slots"]
+    alpha = a["masks"].reshape(2, k, -1)
+    expected = alpha * b["attn"] / (alpha * b["attn"]).sum(dim=1, keepdim=True)
+    torch.testing.assert_close(b["masks"].reshape(2, k, -1), expected)
+    torch.testing.assert_close(b["attn"], a["attn"])
+    assert b["recon"].shape == a["recon"].shape
+
+
+def test_attention_mask_prior_is_refused_for_the_coco_slot_attention_cells():
+    from slotcov.config import check_cell
+    from slotcov.errors import UserError
+    cfg = deep_merge(PAPER_CELLS["coco/sa"], {"model": {"mask_prior": "attention"}})
+    with pytest.raises(UserError, match="mask_prior: attention"):
+        check_cell(cfg, "coco/sa")

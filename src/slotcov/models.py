@@ -87,13 +87,13 @@ class SlotAttention(nn.Module):
 
 
 class CNNEncoder(nn.Module):
-    """4x Conv5x5 + ReLU at full resolution, soft position embedding, LayerNorm, MLP."""
+    """4x Conv5x5 + ReLU at full resolution (`kernel` sets the size), soft position embedding, LayerNorm, MLP."""
 
-    def __init__(self, resolution: int, channels: int = 64, out_dim: int = 64, layers: int = 4):
+    def __init__(self, resolution: int, channels: int = 64, out_dim: int = 64, layers: int = 4, kernel: int = 5):
         super().__init__()
         convs: list[nn.Module] = []
         for i in range(layers):
-            convs += [nn.Conv2d(3 if i == 0 else channels, channels, 5, padding=2), nn.ReLU()]
+            convs += [nn.Conv2d(3 if i == 0 else channels, channels, kernel, padding=kernel // 2), nn.ReLU()]
         self.convs = nn.Sequential(*convs)
         self.pos = SoftPositionEmbed(channels, (resolution, resolution))
         self.norm = nn.LayerNorm(channels, eps=LN_EPS)
@@ -126,7 +126,7 @@ class BroadcastDecoder(nn.Module):
     """
 
     def __init__(self, slot_dim: int, broadcast: int, channels: int, mlp_dims: list[int],
-                 upsample: int, stride1: int):
+                 upsample: int, stride1: int, kernel: int = 5):
         super().__init__()
         self.broadcast = broadcast
         self.pos = SoftPositionEmbed(slot_dim, (broadcast, broadcast))
@@ -137,7 +137,7 @@ class BroadcastDecoder(nn.Module):
             layers += [nn.ConvTranspose2d(c_in, channels, 5, stride=2, padding=2, output_padding=1), nn.ReLU()]
             c_in = channels
         for _ in range(stride1):
-            layers += [nn.ConvTranspose2d(c_in, channels, 5, stride=1, padding=2), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(c_in, channels, kernel, stride=1, padding=kernel // 2), nn.ReLU()]
             c_in = channels
         layers.append(nn.ConvTranspose2d(c_in, 4, 3, stride=1, padding=1))
         self.convs = nn.Sequential(*layers)
@@ -204,8 +204,10 @@ class SlotAutoencoder(nn.Module):
                                             sharpness=cfg.get("attn_sharpness", 1.0))
         if kind == "sa_cnn":
             r = cfg["resolution"]
-            self.encoder = CNNEncoder(r, cfg.get("channels", 64), d, cfg.get("encoder_layers", 4))
-            self.decoder = BroadcastDecoder(d, r, cfg.get("channels", 64), [], 0, cfg.get("decoder_layers", 3))
+            self.encoder = CNNEncoder(r, cfg.get("channels", 64), d, cfg.get("encoder_layers", 4),
+                                      cfg.get("encoder_kernel", 5))
+            self.decoder = BroadcastDecoder(d, r, cfg.get("channels", 64), [], 0, cfg.get("decoder_layers", 3),
+                                            cfg.get("decoder_kernel", 5))
         elif kind == "sa_vit":
             self.encoder = TokenEncoder(cfg["feature_dim"], d)
             self.decoder = BroadcastDecoder(d, cfg.get("broadcast", 8), cfg.get("decoder_channels", 32),
@@ -215,12 +217,19 @@ class SlotAutoencoder(nn.Module):
             self.decoder = TokenDecoder(d, cfg["num_tokens"], cfg["feature_dim"], cfg["decoder_hidden"])
         else:
             raise ValueError(f"unknown model kind {kind!r}")
+        if cfg.get("mask_prior", "none") == "attention" and kind == "sa_vit":
+            raise ValueError("mask_prior: attention needs masks at the attention's resolution (sa_cnn, dinosaur); "
+                             "sa_vit decodes 14x14 tokens to 128x128 pixels")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         kind = self.cfg["kind"]
         inputs = batch["image"] if kind == "sa_cnn" else batch["features"].float()
         slots, attn = self.slot_attention(self.encoder(inputs))
         parts, alpha_logits = self.decoder(slots)
+        if self.cfg.get("mask_prior", "none") == "attention":
+            # masks proportional to attention * exp(alpha): the decoder refines the grouping Slot
+            # Attention found instead of rediscovering it (not in the paper; see docs/demo-tuning.md)
+            alpha_logits = alpha_logits + attn.log().reshape(alpha_logits.shape).to(alpha_logits.dtype)
         alphas = torch.softmax(alpha_logits, dim=1)
         recon = (parts * alphas).sum(dim=1)
         if kind == "dinosaur":
