@@ -1,4 +1,4 @@
-"""Every table cell of the paper as plain data (SPEC.md), and how to build its modules.
+"""Every table cell of the paper as plain data (docs/fidelity.md), and how to build its modules.
 
 A cell config has three sections: `model` (build_model), `reg` (the regulariser and
 its projection head) and `train` (the schedule). Presets override these per dataset and

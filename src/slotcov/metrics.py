@@ -1,6 +1,6 @@
 """Segmentation metrics: FG-ARI and mBO, vectorised over images, and the block-masks baseline.
 
-Convention (SPEC.md): in `true_ids`, 0 marks an ignored pixel (background, or a pixel of
+Convention (docs/fidelity.md): in `true_ids`, 0 marks an ignored pixel (background, or a pixel of
 more than one instance); 1..M are objects. `pred_ids` is the arg-max slot of each pixel.
 """
 from __future__ import annotations

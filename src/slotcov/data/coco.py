@@ -1,6 +1,6 @@
 """COCO 2017: FG-ARI targets, the two evaluation protocols, prepared splits, and a synthetic stand-in.
 
-Protocols (SPEC.md, "COCO 2017"); record which one produced a number:
+Protocols (docs/fidelity.md, "COCO"); record which one produced a number:
   dinosaur   image: short side 224 bicubic + centre crop 224; targets: short side 320 nearest
              + centre crop 320 (DINOSAUR's reference protocol).
   stretched  image stretched to 224x224 bicubic; targets stretched to 128x128 nearest (the authors').

@@ -1,7 +1,7 @@
 """Frozen ViT tokens, precomputed once into a chunked, checksummed, resumable feature store.
 
 Tokens are the output of the LAST transformer block, before the final LayerNorm, with the
-CLS (prefix) tokens dropped: [N, 196, 768] for ViT-B/16 at 224 (SPEC.md, COVLOSS/COCO).
+CLS (prefix) tokens dropped: [N, 196, 768] for ViT-B/16 at 224 (docs/fidelity.md).
 They are computed in float32 and stored as float16.
 
 Store layout (`out_dir/`): tokens.npy (float16 [N,T,D]), image_ids.npy (int64 [N]) and

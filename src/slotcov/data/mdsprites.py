@@ -1,6 +1,6 @@
 """ColoredMDSprites (multi_dsprites, variant colored_on_colored): reader, replica, split converter.
 
-The real file (SPEC.md, DeepMind multi_object_datasets) is one GZIP TFRecord of
+The real file (DeepMind multi_object_datasets; docs/fidelity.md) is one GZIP TFRecord of
 tf.train.Example records with features
     image  [64,64,3]   uint8, a BytesList of 12288 one-byte strings (H,W,C)
     mask   [64,64,5,1] uint8 0/255, a BytesList of 20480 one-byte strings (H,W,entity)
