@@ -29,10 +29,24 @@ def _where(path) -> str:
 def validate(config: dict, source: str = "config") -> dict:
     """Check `config` against the schema and the cells' constraints; raise one-line UserError."""
     _raise_first(jsonschema.Draft202012Validator(_schema()).iter_errors(config), source)
+    check_probe_span(config.get("data", {}).get("cmdsprites", {}).get("splits", {}), source)
     for cell in config["cells"]:
         if cell not in EVAL_ONLY:
             check_cell(resolve_cell(config, cell), cell, source)
     return config
+
+
+def check_probe_span(splits: dict, source: str = "config") -> None:
+    """The probe's scenes must be new to the slot models: no record of splits.probe in train or eval."""
+    if "probe" not in splits:
+        return
+    start, count = splits["probe"]
+    for name in ("train", "eval"):
+        other_start, other_count = splits.get(name, (0, 0))
+        if count and other_count and start < other_start + other_count and other_start < start + count:
+            end = max(a + n for k, (a, n) in splits.items() if k != "probe")
+            raise UserError(f"{source}: data.cmdsprites.splits.probe {[start, count]} overlaps splits.{name} "
+                            f"{[other_start, other_count]}; start the probe span at {end} or later")
 
 
 def check_override(override: dict, source: str = "--set") -> None:

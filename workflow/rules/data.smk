@@ -55,6 +55,8 @@ rule convert_mdsprites:
         start=lambda wc: CMD_SPLITS[wc.part][0],
         n=lambda wc: CMD_SPLITS[wc.part][1],
         resolution=CMD.get("resolution", 64),
+    wildcard_constraints:
+        part="|".join(CMD_SPLITS),  # train, eval and probe (Table 2's probe scenes)
     conda:
         ENV
     log:

@@ -1,11 +1,11 @@
-# Property probing of the frozen ColoredMDSprites slots (Table 2).
+# Property probing of the frozen ColoredMDSprites slots (Table 2): the probe split holds the
+# probe's training, validation and test scenes, none seen by the slot model (config check).
 
 
 rule probe:
     input:
         model="results/runs/cmdsprites/{method}/seed{seed}/model.pt",
-        train="data/cmdsprites/train",
-        test="data/cmdsprites/eval",
+        data="data/cmdsprites/probe",
     output:
         "results/probe/cmdsprites/{method}/seed{seed}.json",
     params:
@@ -23,7 +23,8 @@ rule probe:
     resources:
         mem_mb=res("probe", "mem_mb"),
         runtime=res("probe", "runtime"),
+        gpu=res("probe", "gpu"),
     shell:
         "slotcov probe --config {params.config} --cell cmdsprites/{wildcards.method} "
         "--run results/runs/cmdsprites/{wildcards.method}/seed{wildcards.seed} "
-        "--train-data {input.train} --test-data {input.test} --out {output} > {log} 2>&1"
+        "--data {input.data} --out {output} > {log} 2>&1"
