@@ -19,7 +19,7 @@ def expected_all(config: dict) -> dict[str, int]:
     return {"train": len(trained) * seeds, "evaluate": len(trained) * seeds,
             "probe": sum(c.startswith("cmdsprites/") for c in trained) * seeds,
             "evaluate_blockmasks": ("coco/blockmasks" in config["cells"]) * seeds,
-            "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 2, "prepare_coco": 2,
+            "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 3, "prepare_coco": 2,
             "extract_features": 2, "tables": 1, "figures": 1, "report": 1, "all": 1}
 
 
