@@ -1,5 +1,7 @@
 """Probing (Table 2), the authors' protocol: one 10-output MLP, joint loss matching with
 invisible entities last, training-scene standardisation, early stopping, the recorded counts."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -168,3 +170,15 @@ def test_per_property_protocol_trains_five_probes(monkeypatch):
 def test_too_few_probe_scenes_is_one_clear_error():
     with pytest.raises(probing.UserError, match="probe.train_scenes"):
         probe_all(identity_model, Scenes(50, 0), SMALL, progress=False)
+
+
+@pytest.mark.parametrize("span, other", [([59000, 13000], "train"), ([60100, 13000], "eval")])
+def test_probe_span_overlapping_the_slot_models_records_is_one_clear_error(span, other):
+    from slotcov import config as C
+
+    config = C.load(Path(__file__).parents[1] / "config" / "paper.yaml")
+    C.validate(config)
+    config["data"]["cmdsprites"]["splits"]["probe"] = span
+    with pytest.raises(probing.UserError, match=f"splits.probe .* overlaps splits.{other}.*60320") as err:
+        C.validate(config, "paper.yaml")
+    assert "\n" not in str(err.value)
