@@ -182,3 +182,17 @@ def test_probe_span_overlapping_the_slot_models_records_is_one_clear_error(span,
     with pytest.raises(probing.UserError, match=f"splits.probe .* overlaps splits.{other}.*60320") as err:
         C.validate(config, "paper.yaml")
     assert "\n" not in str(err.value)
+
+
+def test_resample_slots_draws_new_slots_per_call_and_otherwise_keeps_one_draw():
+    def noisy_model(batch):  # stands in for Slot Attention's random initial slots
+        return {"slots": batch["image"] + torch.randn_like(batch["image"])}
+
+    data, idx = Scenes(20, 0), np.arange(3, 9)
+    fresh = probing.probe_split(noisy_model, data, 10, 10, resample=True, batch_size=4)
+    kept = probing.probe_split(noisy_model, data, 10, 10, resample=False, batch_size=4)
+    assert not torch.equal(fresh["slots"](idx), fresh["slots"](idx))
+    assert torch.equal(kept["slots"](idx), kept["slots"](idx))
+    exact = probing.probe_split(identity_model, data, 10, 10, resample=False, batch_size=4)
+    assert torch.equal(exact["slots"](idx), torch.as_tensor(data.slots[10 + idx]))  # scenes 13..18
+    assert fresh["visible"].shape == (10, 5) and not fresh["visible"][:, 0].any()
