@@ -141,6 +141,7 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None = None):
 
 
 def batch_loss(net, split: dict, idx: np.ndarray, term=None) -> torch.Tensor:
+    """The matched loss of the probe on scenes idx of a split."""
     return matched_loss(net(split["slots"](idx)), split["numeric"][idx], split["shape"][idx],
                         split["visible"][idx], term)
 
@@ -196,8 +197,8 @@ def score_probe(net, test: dict, term=None) -> dict:
     p, y = pred[b[:, None], cols][keep].numpy(), test["numeric"][b[:, None], rows][keep].numpy()
     out = {"shape_acc": float(accuracy_score(test["shape"][b[:, None], rows][keep].numpy(),
                                              p[:, SHAPE_LOGITS].argmax(-1)))}
-    for name, cols_ in NUMERIC.items():  # R^2 is unchanged by the shared standardisation
-        out[METRIC[name]] = float(r2_score(y[:, cols_], p[:, cols_]))  # colour: uniform mean of 3
+    for name, columns in NUMERIC.items():  # R^2 is unchanged by the shared standardisation
+        out[METRIC[name]] = float(r2_score(y[:, columns], p[:, columns]))  # colour: uniform mean of 3
     out["n_test_objects"] = int(keep.sum())
     return out
 
