@@ -225,7 +225,7 @@ def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tm
     pages = pdf_pages(out)
     figures = sorted(p.stem for p in (root / "reports" / "figures").glob("*.png"))
     assert len(pages) == 1 + 3 + 1 + len(figures) + 1  # title, tables, claims, figures, provenance
-    assert report_pdf.NO_LATEX in pages[0] and "Claims ledger" in pages[0]
+    assert report_pdf.NO_LATEX.format(reason="pdflatex not found") in pages[0] and "Claims ledger" in pages[0]
     table1, table2, table3, claims = pages[1:5]
     assert "Table 1. FG-ARI (%) on ColoredMDSprites and COCO" in table1
     assert "Slot Attention ours 91.00 ± 1.00 (3) – paper 90.71 20.00" in table1
@@ -247,6 +247,24 @@ def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tm
     with pytest.raises(UserError, match="claims.csv: no column paper, ours, ci_low"):
         report_pdf.build(*args, tmp_path / "x.pdf", claims_dir=tmp_path / "claims")
     assert not (tmp_path / "x.pdf").exists()  # nothing partial left behind
+
+
+def test_report_with_an_incomplete_latex_falls_back_but_other_latex_errors_stop(built, monkeypatch, tmp_path):
+    root = built["root"]
+    fake = tmp_path / "bin" / "pdflatex"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\ncat "$(dirname "$0")/said.txt"\nexit 1\n')  # says what said.txt holds, fails
+    (fake.parent / "said.txt").write_text("! LaTeX Error: File `booktabs.sty' not found.\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    args = (root / "reports" / "tables", root / "reports" / "figures", built["results"])
+    pages = pdf_pages(reports.report(*args, tmp_path / "r.pdf"))
+    assert "built without LaTeX (pdflatex lacks booktabs.sty); install TeX Live" in pages[0]
+    assert "booktabs.sty" in (tmp_path / "r.log").read_text()
+    (fake.parent / "said.txt").write_text("! Undefined control sequence.\n")
+    with pytest.raises(UserError, match=r"(?s)pdflatex failed on .*Undefined control sequence"):
+        reports.report(*args, tmp_path / "s.pdf")
+    assert not (tmp_path / "s.pdf").exists()
 
 
 def test_report_tex(built, tmp_path):

@@ -19,7 +19,7 @@ from slotcov import paper, reports
 from slotcov.errors import UserError
 from slotcov.io import atomic_path
 
-NO_LATEX = "built without LaTeX (pdflatex not found); install TeX Live (make latex) for the typeset report"
+NO_LATEX = "built without LaTeX ({reason}); install TeX Live (make latex) for the typeset report"
 PAGE = (8.27, 11.69)  # A4 portrait, inches
 NOTE_FONT = 8
 LEFT, WIDTH = 0.07, 0.86  # text column, as fractions of the page width
@@ -31,11 +31,11 @@ TEX_SYMBOLS = {"dagger": "†", "ddagger": "‡", "S": "§", "P": "¶", "pm": "�
 class _Doc:
     """A PdfPages file whose pages get a running title and a page number."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, note: str):
         from matplotlib.backends.backend_pdf import PdfPages
 
         self.pdf = PdfPages(path, metadata={"Title": "slotcov: reproduction report",
-                                            "Subject": NO_LATEX, "Creator": "slotcov report (matplotlib)"})
+                                            "Subject": note, "Creator": "slotcov report (matplotlib)"})
         self.pages = 0
 
     def page(self, heading: str | None = None):
@@ -50,7 +50,7 @@ class _Doc:
         import matplotlib.pyplot as plt
 
         self.pages += 1
-        fig.text(0.5, 0.025, f"slotcov report ({NO_LATEX.split(' (')[0]}) · page {self.pages}",
+        fig.text(0.5, 0.025, f"slotcov report (built without LaTeX) · page {self.pages}",
                  fontsize=7, color="0.4", ha="center")
         self.pdf.savefig(fig)
         plt.close(fig)
@@ -200,14 +200,14 @@ def _figures(doc: _Doc, figures_dir: Path) -> int:
     return len(pngs)
 
 
-def _title_page(doc: _Doc, results_dir, sections: list[str]) -> None:
+def _title_page(doc: _Doc, results_dir, sections: list[str], note: str) -> None:
     fig = doc.page()
     fig.text(0.5, 0.85, "slotcov: reproduction report", fontsize=22, weight="bold", ha="center")
     fig.text(0.5, 0.81, "Exploring the Role of the Bottleneck in Slot-Based Models\nThrough Covariance Regularization",
              fontsize=13, ha="center", va="top", linespacing=1.4)
     fig.text(0.5, 0.72, f"Generated {time.strftime('%Y-%m-%d %H:%M')} from the files under {results_dir}",
              fontsize=10, ha="center")
-    fig.text(0.5, 0.66, _wrap(NO_LATEX, 70), fontsize=11, ha="center", va="top", color="darkred",
+    fig.text(0.5, 0.66, _wrap(note, 70), fontsize=11, ha="center", va="top", color="darkred",
              bbox={"boxstyle": "round,pad=0.6", "facecolor": "#fff3f0", "edgecolor": "darkred"})
     intro = ("Every number below is recomputed from the result files present when this report was built; "
              "a dash marks a cell that has not run. The paper's value stands beside each reproduced value; "
@@ -219,8 +219,11 @@ def _title_page(doc: _Doc, results_dir, sections: list[str]) -> None:
     doc.save(fig)
 
 
-def build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None) -> Path:
-    """Write the report to `out_pdf` with matplotlib (atomically); return its path."""
+def build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None, reason: str = "pdflatex not found") -> Path:
+    """Write the report to `out_pdf` with matplotlib (atomically); return its path.
+
+    `reason` says on the first page why it was not typeset (NO_LATEX).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,9 +235,10 @@ def build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None) -> Pat
                 + [f"Figures ({n_figures})", f"Provenance ({len(provenance)} result files)"])
     rc = {"pdf.fonttype": 42, "font.family": "DejaVu Sans"}  # TrueType: the text stays searchable
     with matplotlib.rc_context(rc), atomic_path(out_pdf, suffix=".pdf") as tmp:
-        doc = _Doc(tmp)
+        note = NO_LATEX.format(reason=reason)
+        doc = _Doc(tmp, note)
         try:
-            _title_page(doc, results_dir, sections)
+            _title_page(doc, results_dir, sections, note)
             for name in ["table1", "table2", "table3"]:
                 _paper_table(doc, tables_dir, name)
             if claims:
@@ -244,5 +248,5 @@ def build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None) -> Pat
                    notes="One row per result file: where and how each number was produced.", font=7)
         finally:
             doc.pdf.close()
-    reports._log(f"wrote {out_pdf} ({doc.pages} pages, {NO_LATEX})")
+    reports._log(f"wrote {out_pdf} ({doc.pages} pages, {note})")
     return out_pdf

@@ -633,8 +633,9 @@ def render_report(tables_dir, figures_dir, results_dir, claims_dir=None) -> str:
 def report(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None) -> Path:
     """Write <out_pdf>.tex beside the PDF, then compile it with pdflatex (twice) in a temporary folder.
 
-    Without pdflatex on PATH the PDF is drawn with matplotlib instead (slotcov.report_pdf):
-    the same tables, claims, figures and provenance, saying on its first page how it was built.
+    Without pdflatex on PATH, or when it lacks a package the report uses, the PDF is drawn with
+    matplotlib instead (slotcov.report_pdf): the same tables, claims, figures and provenance,
+    saying on its first page why. Any other pdflatex failure is an error.
     """
     out_pdf = Path(out_pdf)
     source = render_report(tables_dir, figures_dir, results_dir, claims_dir)
@@ -658,6 +659,13 @@ def report(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None) -> Pa
             if proc.returncode != 0:
                 log = out_pdf.with_suffix(".log")
                 write_text(log, proc.stdout)
+                missing = re.findall(r"! LaTeX Error: File `([^']+)' not found", proc.stdout)
+                if missing:  # an incomplete TeX installation, not an error in the report
+                    from slotcov import report_pdf
+
+                    _log(f"pdflatex lacks {missing[0]} (log: {log}): drawing {out_pdf} with matplotlib; {INSTALL_HINT}")
+                    return report_pdf.build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir,
+                                            reason=f"pdflatex lacks {missing[0]}")
                 tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
                 raise UserError(f"pdflatex failed on {tex_path} (full log: {log}):\n{tail}")
         with atomic_path(out_pdf, suffix=".pdf") as dst:
