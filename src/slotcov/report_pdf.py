@@ -187,7 +187,7 @@ def _figures(doc: _Doc, figures_dir: Path) -> int:
     pngs.sort(key=lambda p: [s for s, _ in reports.FIGURES].index(p.stem) if p.stem in captions else len(captions))
     for i, png in enumerate(pngs, 1):
         image = mpimg.imread(png)
-        fig = doc.page(f"Figure {i}")
+        fig = doc.page("Figures")
         w_in = WIDTH * PAGE[0]
         h_in = min(0.76 * PAGE[1], w_in * image.shape[0] / image.shape[1])
         top = 0.92
