@@ -1,10 +1,10 @@
 """reports/report.pdf without LaTeX: the report's content drawn page by page with matplotlib.
 
-`slotcov report` uses this when pdflatex is not on PATH, so a machine without TeX still ends
-the workflow with a PDF. It shows the same tables (from reports/tables/table{1,2,3}.csv, with
+`slotcov report` uses this when pdflatex is not on PATH (or lacks a package the report needs),
+so a machine without TeX still ends the workflow with a PDF. It shows the same tables (from reports/tables/table{1,2,3}.csv, with
 the captions and notes of their .tex), the claims ledger (DIR/claims.csv with --claims), the
 figures (reports/figures/*.png) and the provenance table, and says on its first page that it
-was built without LaTeX.
+was built without LaTeX and why.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ TEX_SYMBOLS = {"dagger": "†", "ddagger": "‡", "S": "§", "P": "¶", "pm": "�
 
 
 class _Doc:
-    """A PdfPages file whose pages get a running title and a page number."""
+    """A PdfPages file of A4 pages, each with an optional heading and a numbered footer."""
 
     def __init__(self, path: Path, note: str):
         from matplotlib.backends.backend_pdf import PdfPages
@@ -71,9 +71,8 @@ def _wrap(text, width: int) -> str:
 
 def _table(doc: _Doc, heading: str, header: list[str], rows: list[list[str]], chars: list[int],
            notes: str = "", font: float = 8.0) -> None:
-    """Draw a table on as many pages as it needs: cells wrapped to `chars` characters per column."""
-    import matplotlib.pyplot as plt
-
+    """Draw a table on as many pages as it needs; `chars` are the columns' relative widths (in characters
+    at 9 pt, roughly), and each cell's text is wrapped to what fits its column at `font`."""
     line = font * 1.35 / 72 / PAGE[1]  # one text line as a fraction of the page height
     notes = _wrap(notes, int(WIDTH * PAGE[0] * 72 / (NOTE_FONT * 0.55))) if notes else ""
     notes_h = (notes.count("\n") + 1) * NOTE_FONT * 1.4 / 72 / PAGE[1] if notes else 0.0
