@@ -163,8 +163,8 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _claims(doc: _Doc, path: Path) -> int:
-    """The claims ledger (contract: claims.csv with at least CLAIM_COLUMNS); returns its row count."""
+def _claims(doc: _Doc, path: Path) -> None:
+    """The claims ledger: claims.csv with at least CLAIM_COLUMNS (any others are left out)."""
     df = pd.read_csv(path)
     missing = [c for c in CLAIM_COLUMNS if c not in df.columns]
     if missing:
@@ -173,17 +173,17 @@ def _claims(doc: _Doc, path: Path) -> int:
              f"{_fmt(r['ours'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _fmt(r["n_seeds"]), _fmt(r["verdict"])]
             for _, r in df.iterrows()]
     _table(doc, "Claims", ["ID", "Claim", "Paper", "Ours [CI]", "Seeds", "Verdict"], rows,
-           [8, 48, 9, 20, 7, 14], notes="Ours: mean over seeds with its confidence interval [low, high].")
-    return len(rows)
+           [8, 48, 9, 20, 7, 14], notes="Ours: our estimate over the seeds, with its confidence interval [low, high].")
 
 
-def _figures(doc: _Doc, figures_dir: Path) -> int:
+def _figures(doc: _Doc, figures_dir: Path) -> None:
     """One page per PNG under figures_dir, the report's figures first, in its order, with their captions."""
     import matplotlib.image as mpimg
 
     captions = dict(reports.FIGURES)
+    order = list(captions)
     pngs = sorted(figures_dir.glob("*.png")) if figures_dir.is_dir() else []
-    pngs.sort(key=lambda p: [s for s, _ in reports.FIGURES].index(p.stem) if p.stem in captions else len(captions))
+    pngs.sort(key=lambda p: order.index(p.stem) if p.stem in captions else len(order))
     for i, png in enumerate(pngs, 1):
         image = mpimg.imread(png)
         fig = doc.page("Figures")
@@ -196,7 +196,6 @@ def _figures(doc: _Doc, figures_dir: Path) -> int:
         caption = f"Figure {i}: {captions.get(png.stem, png.stem)} ({png.name})"
         fig.text(LEFT, top - h_in / PAGE[1] - 0.015, _wrap(caption, 100), fontsize=9, va="top")
         doc.save(fig)
-    return len(pngs)
 
 
 def _title_page(doc: _Doc, results_dir, sections: list[str], note: str) -> None:
