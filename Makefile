@@ -23,6 +23,16 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint
 
+# Delete what `make demo` wrote: every output of its DAG (Snakemake lists them; the demo downloads
+# nothing), results/ (checkpoints, logs, provenance), logs/, the report's sources and the
+# workflow's derived config. Keeps .venv. The paper preset writes the same paths: use it in a demo clone.
+clean-demo:
+	@test -x $(VENV)/bin/snakemake || { echo "clean-demo: no $(VENV); run 'make install' first" >&2; exit 2; }
+	$(VENV)/bin/snakemake --cores 1 --delete-all-output all
+	rm -rf results logs .snakemake/slotcov reports/numbers.tex reports/report.tex reports/report.log \
+		reports/workflow-report.html
+	find data reports -mindepth 1 -type d -empty -delete
+
 # A one-machine SLURM cluster for the end-to-end SLURM test (root, Debian).
 slurm-up:
 	bash scripts/slurm-up.sh

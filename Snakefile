@@ -20,10 +20,13 @@ from snakemake.utils import min_version
 from slotcov.config import validate
 from slotcov.errors import UserError
 
-min_version("9.0")
+min_version("9.0")  # as pyproject.toml's snakemake>=9.0
 
 
 configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 if workflow.overwrite_configfiles:

@@ -193,23 +193,96 @@ def test_recon_and_mask_panels():
     assert not np.allclose(rows[1][0][2:, :2], rows[1][0][2:, 2:])
 
 
-def test_report_tex_without_pdflatex(built, monkeypatch):
+CLAIMS_CSV = ("id,claim,paper,ours,ci_low,ci_high,n_seeds,verdict\n"
+              "C1,CovLoss raises COCO FG-ARI over Slot Attention,9.55,5.25,1.5,9.25,3,reproduced\n"
+              "C2,CosineLoss probes shape best,0.8984,0.8123,0.79,0.83,3,not reproduced\n")
+CLAIMS_TEX = ("\\begin{tabular}{lll}\n\\toprule\nID & Claim & Verdict \\\\\n\\midrule\n"
+              "C1 & CovLoss raises COCO FG-ARI over Slot Attention & reproduced \\\\\n\\bottomrule\n\\end{tabular}\n")
+
+
+def write_claims(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "claims.csv").write_text(CLAIMS_CSV)
+    (folder / "claims.tex").write_text(CLAIMS_TEX)
+    return folder
+
+
+def pdf_pages(path) -> list[str]:
+    """Text of each page of a PDF, whitespace collapsed (text extraction breaks lines anywhere)."""
+    pypdf = pytest.importorskip("pypdf")  # a test dependency (pyproject.toml, envs/requirements.lock)
+    return [" ".join(page.extract_text().split()) for page in pypdf.PdfReader(path).pages]
+
+
+def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tmp_path):
+    from slotcov import report_pdf
+
     root = built["root"]
-    monkeypatch.setattr(reports.shutil, "which", lambda name: None)
-    out = root / "nopdf" / "report.pdf"
-    with pytest.raises(UserError, match=r"install LaTeX: `bash scripts/install-latex.sh` \(Debian packages: "):
-        reports.report(root / "reports" / "tables", root / "reports" / "figures", built["results"], out)
-    tex = (root / "nopdf" / "report.tex").read_text()
-    assert not out.exists()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pdflatex anywhere on PATH
+    assert shutil.which("pdflatex") is None
+    out = tmp_path / "nolatex" / "report.pdf"
+    args = (root / "reports" / "tables", root / "reports" / "figures", built["results"])
+    assert reports.report(*args, out, claims_dir=write_claims(tmp_path / "claims")) == out
+    pages = pdf_pages(out)
+    figures = sorted(p.stem for p in (root / "reports" / "figures").glob("*.png"))
+    assert len(pages) == 1 + 3 + 1 + len(figures) + 1  # title, tables, claims, figures, provenance
+    assert report_pdf.NO_LATEX.format(reason="pdflatex not found") in pages[0] and "Claims ledger" in pages[0]
+    table1, table2, table3, claims = pages[1:5]
+    assert "Table 1. FG-ARI (%) on ColoredMDSprites and COCO" in table1
+    assert "Slot Attention ours 91.00 ± 1.00 (3) – paper 90.71 20.00" in table1
+    assert "CovLoss †‡§¶ ours 87.50 (1) 25.00 (1)" in table1
+    assert "¶ evaluated under another protocol than the paper's (dinosaur instead of stretched)" in table1
+    assert "0.8050 ± 0.0071 (2)" in table2 and "0.8472" in table2 and "Shape (acc.)" in table2
+    assert "Block masks (reference) ours 23.50 (1) paper 23.00" in table3
+    assert "CovLoss raises COCO FG-ARI over Slot Attention 9.55 5.25 [1.5, 9.25] 3 reproduced" in claims
+    assert "masks_coco.png" in " ".join(pages) and "Figure 1: Slot Attention reconstructions" in pages[5]
+    assert "coco/covloss 0 01234567 paper dinosaur synthetic-coco / random NVIDIA H100 3600" in pages[-1]
+    assert r"\begin{table}" in (tmp_path / "nolatex" / "report.tex").read_text()  # the LaTeX source either way
+    assert not list(out.parent.glob(".report.pdf.*"))
+
+    pages = pdf_pages(reports.report(*args, tmp_path / "noclaims.pdf"))  # no --claims: no claims page
+    assert len(pages) == 1 + 3 + len(figures) + 1 and "Claims" not in " ".join(pages)
+    with pytest.raises(UserError, match=r"nowhere/claims.csv is missing; .* or leave out --claims"):
+        report_pdf.build(*args, tmp_path / "x.pdf", claims_dir=tmp_path / "nowhere")
+    (tmp_path / "claims" / "claims.csv").write_text("id,claim\nC1,x\n")
+    with pytest.raises(UserError, match="claims.csv: no column paper, ours, ci_low"):
+        report_pdf.build(*args, tmp_path / "x.pdf", claims_dir=tmp_path / "claims")
+    assert not (tmp_path / "x.pdf").exists()  # nothing partial left behind
+
+
+def test_report_with_an_incomplete_latex_falls_back_but_other_latex_errors_stop(built, monkeypatch, tmp_path):
+    root = built["root"]
+    fake = tmp_path / "bin" / "pdflatex"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\ncat "$(dirname "$0")/said.txt"\nexit 1\n')  # says what said.txt holds, fails
+    (fake.parent / "said.txt").write_text("! LaTeX Error: File `booktabs.sty' not found.\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    args = (root / "reports" / "tables", root / "reports" / "figures", built["results"])
+    pages = pdf_pages(reports.report(*args, tmp_path / "r.pdf"))
+    assert "built without LaTeX (pdflatex lacks booktabs.sty); install TeX Live" in pages[0]
+    assert "booktabs.sty" in (tmp_path / "r.log").read_text()
+    (fake.parent / "said.txt").write_text("! Undefined control sequence.\n")
+    with pytest.raises(UserError, match=r"(?s)pdflatex failed on .*Undefined control sequence"):
+        reports.report(*args, tmp_path / "s.pdf")
+    assert not (tmp_path / "s.pdf").exists()
+
+
+def test_report_tex(built, tmp_path):
+    root = built["root"]
+    tex = reports.render_report(root / "reports" / "tables", root / "reports" / "figures", built["results"],
+                                claims_dir=write_claims(tmp_path / "claims"))
     assert tex.count(r"\begin{table}") == 3 and r"\includegraphics" in tex and "figures/masks_coco.pdf" in tex
     assert "figures/recon_cmdsprites_cosineloss.pdf" not in tex
     assert r"\newcommand{\TabOneCmdspritesSaMean}{91.00}" in tex
     assert "coco/covloss & 0 & 01234567 & paper & dinosaur & synthetic-coco / random & NVIDIA H100 & 3600" in tex
+    assert "\\section{Claims}\n" + CLAIMS_TEX in tex
+    assert r"\section{Claims}" not in reports.render_report(root / "reports" / "tables", root / "reports" / "figures",
+                                                            built["results"])
     with pytest.raises(UserError, match="run `slotcov tables"):
-        reports.report(root / "nowhere", root / "reports" / "figures", built["results"], out)
+        reports.report(root / "nowhere", root / "reports" / "figures", built["results"], tmp_path / "r.pdf")
 
 
-def test_report_pdf(request):
+def test_report_pdf(request, tmp_path):
     if shutil.which("pdflatex") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("pdflatex missing in CI: " + reports.INSTALL_HINT)
@@ -217,10 +290,14 @@ def test_report_pdf(request):
     built = request.getfixturevalue("built")  # only after the check: building it is the slow part
     root = built["root"]
     out = root / "reports" / "report.pdf"
-    assert reports.report(root / "reports" / "tables", root / "reports" / "figures", built["results"], out) == out
+    assert reports.report(root / "reports" / "tables", root / "reports" / "figures", built["results"], out,
+                          claims_dir=write_claims(tmp_path / "claims")) == out
     assert out.read_bytes()[:5] == b"%PDF-"
     assert (root / "reports" / "report.tex").exists()
     assert not list(out.parent.glob(".report.pdf.*"))  # no temporary left behind
+    text = " ".join(pdf_pages(out))
+    assert "Claims" in text and "CovLoss raises COCO FG-ARI over Slot Attention" in text
+    assert "without LaTeX" not in text and "ColoredMDSprites" in text
 
 
 def test_cli(tmp_path):

@@ -9,6 +9,7 @@ random-weight encoder, another evaluation protocol, a reduced preset, no provena
     slotcov tables  --results results --out reports/tables [--numbers reports/numbers.tex]
     slotcov figures --results results --out reports/figures
     slotcov report  --tables reports/tables --figures reports/figures --results results --out reports/report.pdf
+                    [--claims reports/claims]   (no pdflatex on PATH: drawn with matplotlib, slotcov.report_pdf)
 """
 from __future__ import annotations
 
@@ -542,7 +543,7 @@ and the provenance table at the end).
 
 \section{Tables}
 %(tables)s
-\clearpage
+%(claims)s\clearpage
 \section{Figures}
 %(figures)s
 \clearpage
@@ -563,7 +564,11 @@ Cell & Seed & Commit & Preset & Protocol & Data / encoder & Device & Wall (s) \\
 """
 
 
-def _provenance_rows(results_dir: Path) -> str:
+PROVENANCE_HEADER = ["Cell", "Seed", "Commit", "Preset", "Protocol", "Data / encoder", "Device", "Wall (s)"]
+
+
+def provenance_table(results_dir) -> list[list[str]]:
+    """One row (PROVENANCE_HEADER) per metrics and probing file: where and how its number was produced."""
     rows = []
     for kind in ["metrics", "probe"]:
         df = load_results(results_dir, kind)
@@ -577,14 +582,28 @@ def _provenance_rows(results_dir: Path) -> str:
             except ValueError:
                 pass
             cell = f"{r['dataset']}/{r['method']}" + (" (probe)" if kind == "probe" else "")
-            fields = [cell, str(r["seed"]), get("git_commit")[:8], get("preset"), get("protocol"),
-                      f"{get('dataset_kind')} / {get('encoder_weights')}", get("device"), wall]
-            rows.append(" & ".join(_tex_escape(f) for f in fields) + r" \\")
+            rows.append([cell, str(r["seed"]), get("git_commit")[:8], get("preset"), get("protocol"),
+                         f"{get('dataset_kind')} / {get('encoder_weights')}", get("device"), wall])
+    return rows
+
+
+def _provenance_rows(results_dir: Path) -> str:
+    rows = [" & ".join(_tex_escape(f) for f in fields) + r" \\" for fields in provenance_table(results_dir)]
     return "\n".join(rows) if rows else r"\multicolumn{8}{c}{no result files} \\"
 
 
-def render_report(tables_dir, figures_dir, results_dir) -> str:
-    """The report's LaTeX source; figures are referenced as figures/<name>.pdf."""
+def claims_file(claims_dir, name: str) -> Path | None:
+    """DIR/<name> of the claims ledger (None without --claims); a missing file is the user's to fix."""
+    if claims_dir is None:
+        return None
+    path = Path(claims_dir, name)
+    if not path.exists():
+        raise UserError(f"{path} is missing; build the claims ledger into {claims_dir} first, or leave out --claims")
+    return path
+
+
+def render_report(tables_dir, figures_dir, results_dir, claims_dir=None) -> str:
+    """The report's LaTeX source; figures are referenced as figures/<name>.pdf, claims from DIR/claims.tex."""
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
     parts = []
     for name in ["table1", "table2", "table3"]:
@@ -600,25 +619,35 @@ def render_report(tables_dir, figures_dir, results_dir) -> str:
                         f"\\caption{{{caption}}}\n\\end{{figure}}\n")
     if not figs:
         figs = ["No figure inputs were found (run \\texttt{slotcov figures})."]
+    claims = claims_file(claims_dir, "claims.tex")
     numbers = tables_dir.parent / "numbers.tex"
     return TEMPLATE % {
         "numbers": numbers.read_text() if numbers.exists() else "",
         "date": time.strftime("%Y-%m-%d %H:%M"), "results": _tex_escape(str(results_dir)),
         "tables": "\n".join(parts), "figures": "\n".join(figs),
+        "claims": f"\\clearpage\n\\section{{Claims}}\n{claims.read_text()}\n" if claims else "",
         "provenance": _provenance_rows(Path(results_dir)),
     }
 
 
-def report(tables_dir, figures_dir, results_dir, out_pdf) -> Path:
-    """Write <out_pdf>.tex beside the PDF, then compile it with pdflatex (twice) in a temporary folder."""
+def report(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None) -> Path:
+    """Write <out_pdf>.tex beside the PDF, then compile it with pdflatex (twice) in a temporary folder.
+
+    Without pdflatex on PATH, or when it lacks a package the report uses, the PDF is drawn with
+    matplotlib instead (slotcov.report_pdf): the same tables, claims, figures and provenance,
+    saying on its first page why. Any other pdflatex failure is an error.
+    """
     out_pdf = Path(out_pdf)
-    source = render_report(tables_dir, figures_dir, results_dir)
+    source = render_report(tables_dir, figures_dir, results_dir, claims_dir)
     tex_path = out_pdf.with_suffix(".tex")
     write_text(tex_path, source)
     _log(f"wrote {tex_path}")
     pdflatex = shutil.which("pdflatex")
     if pdflatex is None:
-        raise UserError(f"pdflatex not found, so {out_pdf} was not built ({tex_path} was); {INSTALL_HINT}")
+        from slotcov import report_pdf
+
+        _log(f"pdflatex not found: drawing {out_pdf} with matplotlib instead; {INSTALL_HINT}")
+        return report_pdf.build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir)
     with tempfile.TemporaryDirectory(prefix="slotcov-report-") as tmp:
         tmp = Path(tmp)
         (tmp / "report.tex").write_text(source)
@@ -630,6 +659,13 @@ def report(tables_dir, figures_dir, results_dir, out_pdf) -> Path:
             if proc.returncode != 0:
                 log = out_pdf.with_suffix(".log")
                 write_text(log, proc.stdout)
+                missing = re.findall(r"! LaTeX Error: File `([^']+)' not found", proc.stdout)
+                if missing:  # an incomplete TeX installation, not an error in the report
+                    from slotcov import report_pdf
+
+                    _log(f"pdflatex lacks {missing[0]} (log: {log}): drawing {out_pdf} with matplotlib; {INSTALL_HINT}")
+                    return report_pdf.build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir,
+                                            reason=f"pdflatex lacks {missing[0]}")
                 tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
                 raise UserError(f"pdflatex failed on {tex_path} (full log: {log}):\n{tail}")
         with atomic_path(out_pdf, suffix=".pdf") as dst:
@@ -668,12 +704,14 @@ def cli_figures(argv: list[str]) -> int:
 def cli_report(argv: list[str]) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="slotcov report", description="Compile the tables, figures and provenance "
-                                "into one PDF with pdflatex (the .tex is written beside it).")
+    p = argparse.ArgumentParser(prog="slotcov report", description="Compile the tables, claims, figures and "
+                                "provenance into one PDF with pdflatex (the .tex is written beside it); "
+                                "without pdflatex, the same content drawn with matplotlib.")
     p.add_argument("--tables", default="reports/tables")
     p.add_argument("--figures", default="reports/figures")
     p.add_argument("--results", default="results")
+    p.add_argument("--claims", metavar="DIR", help="claims ledger folder (claims.csv, claims.tex) to include")
     p.add_argument("--out", default="reports/report.pdf")
     args = p.parse_args(argv)
-    report(args.tables, args.figures, args.results, args.out)
+    report(args.tables, args.figures, args.results, args.out, args.claims)
     return 0

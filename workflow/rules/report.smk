@@ -1,4 +1,7 @@
 # Tables 1-3, figures and the PDF report from everything under results/.
+# The report() marks put them into Snakemake's HTML report (`snakemake --report
+# reports/workflow-report.html`), captions in workflow/report/*.rst.
+from slotcov.reports import FIGURES
 
 
 localrules:
@@ -11,7 +14,13 @@ rule tables:
     input:
         all_results(),
     output:
-        directory("reports/tables"),
+        report(
+            directory("reports/tables"),
+            patterns=["{name}.csv"],
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": "{name}"},
+        ),
     conda:
         ENV
     log:
@@ -30,9 +39,17 @@ rule figures:
     input:
         all_results(),
     output:
-        directory("reports/figures"),
+        report(
+            directory("reports/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+            labels={"figure": "{name}"},
+        ),
     conda:
         ENV
+    params:
+        captions=dict(FIGURES),  # for the HTML report's captions (figures.rst)
     log:
         "logs/report/figures.log",
     benchmark:
@@ -50,7 +67,7 @@ rule report:
         tables="reports/tables",
         figures="reports/figures",
     output:
-        "reports/report.pdf",
+        report("reports/report.pdf", caption="../report/report_pdf.rst", category="Report"),
     conda:
         ENV
     log:
