@@ -4,6 +4,7 @@
 localrules:
     tables,
     figures,
+    claims,
     report,
 
 
@@ -43,6 +44,25 @@ rule figures:
         runtime=res("report", "runtime"),
     shell:
         "slotcov figures --results results --out {output} > {log} 2>&1"
+
+
+rule claims:
+    input:
+        all_results(),  # the ledger also reads results/runs/*/seed*/log.csv, made before each metrics file
+    output:
+        directory("reports/claims"),
+    conda:
+        ENV
+    log:
+        "logs/report/claims.log",
+    benchmark:
+        "logs/bench/report/claims.tsv"
+    threads: res("report", "threads")
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+    shell:
+        "slotcov claims --results results --out {output} > {log} 2>&1"
 
 
 rule report:
