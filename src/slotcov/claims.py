@@ -37,6 +37,7 @@ from slotcov.io import atomic_path, write_json, write_text
 LEVEL = 0.95
 WELCH = "Welch t (95%)"
 ONE_SAMPLE = "one-sample t (95%)"
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run")
 LOG_FLOOR = 1e-30  # a logged term of exactly 0 counts as 1e-30 on the log10 scale
 COLUMNS = ["id", "part", "pipeline", "metric", "baseline", "a", "b", "op", "paper", "ours", "ci_low", "ci_high",
            "paper_in_ci", "mean_a", "mean_b", "n_a", "n_b", "n_seeds", "method", "verdict", "why", "claim", "where"]
