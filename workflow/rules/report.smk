@@ -48,7 +48,8 @@ rule figures:
 
 rule claims:
     input:
-        all_results(),  # the ledger also reads results/runs/*/seed*/log.csv, made before each metrics file
+        cell_targets(),  # what the ledger reads; also results/runs/*/seed*/log.csv, made before each metrics file
+        probe_targets(),
     output:
         directory("reports/claims"),
     conda:
