@@ -150,20 +150,24 @@ def verdict(op: str, low: float, high: float, margin: float | None = None) -> tu
 
 # ----------------------------------------------------------------------------- the ledger
 
+def _mean(values: dict[int, float]) -> float:
+    return float(np.mean(list(values.values()))) if values else np.nan
+
+
 def _judge(part: dict, va: dict[int, float], vb: dict[int, float] | None) -> dict:
     """Effect, interval and verdict of one part from the per-seed values of its sides (vb None: a number)."""
     a, b = part["a"], part["b"]
     pa, pb = part["paper"] or (None, None)
-    row = {"paper": round(pa - pb, 6) if pa is not None else np.nan, "ours": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-           "paper_in_ci": "", "mean_a": np.mean(list(va.values())) if va else np.nan,
-           "mean_b": float(b) if vb is None else (np.mean(list(vb.values())) if vb else np.nan),
-           "n_a": len(va), "n_b": 0 if vb is None else len(vb), "method": ""}
-    row["n_seeds"] = row["n_a"] if vb is None else min(row["n_a"], row["n_b"])
-    missing = [c for c, v in ((a, va), (b, vb)) if v is not None and not v]
+    sides = [(a, va)] + ([(b, vb)] if vb is not None else [])
+    row = {"paper": round(pa - pb, 6) if pa is not None else np.nan, "ours": np.nan, "ci_low": np.nan,
+           "ci_high": np.nan, "paper_in_ci": "", "mean_a": _mean(va), "mean_b": float(b) if vb is None else _mean(vb),
+           "n_a": len(va), "n_b": 0 if vb is None else len(vb), "n_seeds": min(len(v) for _, v in sides),
+           "method": ""}
+    missing = [cell for cell, v in sides if not v]
     if missing:
         return row | {"verdict": "not run", "why": "no result for " + " and ".join(missing)}
     row["ours"] = row["mean_a"] - row["mean_b"]
-    few = [f"{c} has 1 seed" for c, v in ((a, va), (b, vb)) if v is not None and len(v) < 2]
+    few = [f"{cell} has 1 seed" for cell, v in sides if len(v) < 2]
     if few:
         return row | {"verdict": "inconclusive", "why": "; ".join(few) + ": no interval from one seed"}
     row["ours"], row["ci_low"], row["ci_high"], row["method"] = interval(
