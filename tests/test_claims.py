@@ -250,6 +250,7 @@ def test_cli_writes_the_four_files(tmp_path):
     assert {row["verdict"] for row in data.values()} <= set(claims.VERDICTS)
     md = (out / "claims.md").read_text()
     assert all(f"| {cid} |" in md for cid in IDS) and "Welch" in md
+    assert "- **C5** (Sec. 4.2.2, Table 2):" in md and "Rows: 5 reproduced." in md  # per-claim tally
     tex = (out / "claims.tex").read_text()
     assert "\\begin{longtable}" in tex and "shape\\_acc" in tex and "fg_ari" not in tex
 

@@ -231,7 +231,10 @@ def to_markdown(df: pd.DataFrame) -> str:
                  _ci(r), str(r["n_seeds"]), f"**{r['verdict']}**", r["why"]]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     lines += ["", "## The claims", ""]
-    lines += [f"- **{c['id']}** ({c['where']}): {c['claim']}" for c in paper.CLAIMS]
+    for c in paper.CLAIMS:
+        counts = df.loc[df["id"] == c["id"], "verdict"].value_counts()
+        tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
+        lines.append(f"- **{c['id']}** ({c['where']}): {c['claim']} Rows: {tally}.")
     return "\n".join(lines) + "\n"
 
 
