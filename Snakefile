@@ -65,5 +65,6 @@ rule all:
         sweep_targets(),
         "reports/tables",
         "reports/figures",
+        "reports/claims",
         "reports/report.pdf",
     default_target: True

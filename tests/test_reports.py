@@ -309,3 +309,18 @@ def test_cli(tmp_path):
     assert (tmp_path / "r" / "numbers.tex").exists() and (tmp_path / "r" / "tables" / "table2.csv").exists()
     (results / "metrics" / "cmdsprites" / "sa" / "seed0.json").write_text("{broken")
     assert main(["tables", "--results", str(results), "--out", str(tmp_path / "r" / "tables")]) == 2
+
+
+def test_tables_report_the_mean_not_the_median(tmp_path):
+    """Seeds whose mean and median differ: the table cell and the numbers macros carry the mean and std."""
+    values = [10.0, 11.0, 30.0]  # mean 17, median 11
+    for seed, ari in enumerate(values):
+        write_cell(tmp_path / "results", "metrics", "cmdsprites", "sa", seed, {"fg_ari": ari})
+    out = reports.tables(tmp_path / "results", tmp_path / "tables")
+    row = cell(out["table1"], "sa", "cmdsprites")
+    assert row["mean"] == pytest.approx(17.0) and row["mean"] != pytest.approx(np.median(values))
+    assert row["std"] == pytest.approx(np.std(values, ddof=1)) and row["n"] == 3
+    csv = pd.read_csv(tmp_path / "tables" / "table1.csv")
+    assert csv[(csv["method"] == "sa") & (csv["dataset"] == "cmdsprites")]["mean"].item() == pytest.approx(17.0)
+    assert f"$17.00 \\pm {np.std(values, ddof=1):.2f}$" in (tmp_path / "tables" / "table1.tex").read_text()
+    assert "\\newcommand{\\TabOneCmdspritesSaMean}{17.00}" in (tmp_path / "numbers.tex").read_text()

@@ -7,6 +7,7 @@ from slotcov.reports import FIGURES
 localrules:
     tables,
     figures,
+    claims,
     report,
 
 
@@ -60,6 +61,26 @@ rule figures:
         runtime=res("report", "runtime"),
     shell:
         "slotcov figures --results results --out {output} > {log} 2>&1"
+
+
+rule claims:
+    input:
+        cell_targets(),  # what the ledger reads; also results/runs/*/seed*/log.csv, made before each metrics file
+        probe_targets(),
+    output:
+        directory("reports/claims"),
+    conda:
+        ENV
+    log:
+        "logs/report/claims.log",
+    benchmark:
+        "logs/bench/report/claims.tsv"
+    threads: res("report", "threads")
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+    shell:
+        "slotcov claims --results results --out {output} > {log} 2>&1"
 
 
 rule report:
