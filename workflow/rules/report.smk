@@ -68,7 +68,7 @@ rule claims:
         cell_targets(),  # what the ledger reads; also results/runs/*/seed*/log.csv, made before each metrics file
         probe_targets(),
     output:
-        directory("reports/claims"),
+        report(directory("reports/claims"), patterns=["claims.csv"], caption="../report/claims.rst", category="Claims"),
     conda:
         ENV
     log:
@@ -87,6 +87,7 @@ rule report:
     input:
         tables="reports/tables",
         figures="reports/figures",
+        claims="reports/claims",
     output:
         report("reports/report.pdf", caption="../report/report_pdf.rst", category="Report"),
     conda:
@@ -100,5 +101,5 @@ rule report:
         mem_mb=res("report", "mem_mb"),
         runtime=res("report", "runtime"),
     shell:
-        "slotcov report --tables {input.tables} --figures {input.figures} --results results "
-        "--out {output} > {log} 2>&1"
+        "slotcov report --tables {input.tables} --figures {input.figures} --claims {input.claims} "
+        "--results results --out {output} > {log} 2>&1"
