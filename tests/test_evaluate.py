@@ -126,3 +126,26 @@ def test_evaluation_of_soft_low_resolution_masks_against_numpy_references():
     # nearest-neighbour upsampling would give other arg-maxes: the reference above is not vacuous
     nearest = masks.repeat(2, axis=2).repeat(2, axis=3).argmax(axis=1)
     assert (nearest != pred).any()
+
+
+def test_non_paper_settings_are_recorded_in_provenance_and_marked_in_the_tables(tmp_path):
+    import pandas as pd
+
+    from slotcov.cells import PAPER_CELLS
+    from slotcov.config import deep_merge
+    from slotcov.evaluate import provenance
+    from slotcov.reports import MARKS, _marks, _notes
+
+    config = {"preset": "paper", "data": {"cmdsprites": {"source": "real"}}}
+    paper_cfg = PAPER_CELLS["cmdsprites/sa"]
+    assert provenance(config, "cmdsprites/sa", paper_cfg, None, tmp_path, None, "cpu")["non_paper"] == ""
+    cfg = deep_merge(paper_cfg, {"train": {"amp": "bf16"}, "model": {"slot_init": "glorot"}})
+    prov = provenance(config, "cmdsprites/sa", cfg, None, tmp_path, None, "cpu")
+    assert prov["non_paper"] == "train.amp=bf16; model.slot_init=glorot"
+    group = pd.DataFrame({"has_prov": [True, True], "prov_preset": ["paper", "paper"],
+                          "prov_protocol": ["cmdsprites", "cmdsprites"], "prov_non_paper": ["", prov["non_paper"]]})
+    marks = _marks(group, "cmdsprites", "sa")
+    assert marks == {"knobs": "train.amp=bf16; model.slot_init=glorot"}
+    assert _marks(group.iloc[:1], "cmdsprites", "sa") == {}
+    note = _notes(pd.DataFrame({"_detail": [marks]}))
+    assert MARKS["knobs"][0] in note and "amp=bf16" in note
