@@ -185,7 +185,7 @@ def test_every_paper_cell_uses_the_authors_slot_initialisation_and_fp32():
 
 @pytest.mark.parametrize("init", ["authors", "glorot"])
 def test_slot_initialisation_statistics(init):
-    """authors: mu ~ N(0,1), log_sigma ~ U[0,1); glorot: both U(+-sqrt(6/(1+D))) (fans of a [1,1,D] tensor)."""
+    """authors: mu ~ N(0,1), log_sigma ~ U[0,1); glorot: both U(+-sqrt(6/(1+D))) (TensorFlow fans)."""
     torch.manual_seed(0)
     d = 4096
     sa = SlotAttention(num_slots=4, dim=d, iters=1, mlp_hidden=16, init=init)
@@ -204,3 +204,44 @@ def test_slot_initialisation_statistics(init):
     model = build_cell(deep_merge(_tiny("cmdsprites/sa"), {"model": {"slot_init": init}}))[0]
     log_sigma = model.slot_attention.slots_log_sigma.detach()
     assert (log_sigma.min() >= 0) == (init == "authors")  # the knob reaches the built model
+
+
+# The authors' command lines (their README; flags not given keep train.py's defaults), as literals.
+AUTHORS_RUNS = {
+    "cmdsprites/sa": {"num_slots": 5, "slot_dim": 64, "warmup_steps": 10_000, "grad_clip": None, "method": "none"},
+    "cmdsprites/covloss": {"num_slots": 5, "slot_dim": 64, "warmup_steps": 10_000, "grad_clip": None,
+                           "method": "covloss", "projection": [1024, 1024, 1024], "cov_weight": 1.0,
+                           "var_weight": 0.0, "gamma": 0.0, "cov_divide_by": "d2"},
+    "cmdsprites/cosineloss": {"num_slots": 5, "slot_dim": 64, "warmup_steps": 10_000, "grad_clip": None,
+                              "method": "cosineloss", "projection": None, "cosine_weight": 0.01,
+                              "cosine_warmup": 0},
+    "coco/covloss": {"num_slots": 7, "slot_dim": 64, "mlp_hidden": 256, "warmup_steps": 10_000, "grad_clip": 1.0,
+                     "method": "covloss", "projection": [1024, 1024, 1024], "cov_weight": 1.0, "var_weight": 0.0,
+                     "cov_divide_by": "d2", "decoder_mlp": [32, 32, 32], "decoder_channels": 32},
+    "coco/cosineloss": {"num_slots": 7, "slot_dim": 128, "mlp_hidden": 512, "warmup_steps": 10_000,
+                        "grad_clip": 1.0, "method": "cosineloss", "cosine_weight": 0.01, "cosine_warmup": 0},
+    "coco/dinosaur": {"num_slots": 7, "slot_dim": 256, "mlp_hidden": 1024, "decoder_hidden": [3072] * 3,
+                      "grad_clip": 1.0, "method": "none"},
+    "coco/dinosaur_covloss": {"slot_dim": 256, "decoder_hidden": [3072] * 3, "method": "vicreg", "projection": None,
+                              "cov_weight": 1.0, "var_weight": 1.0, "gamma": 1.0, "cov_divide_by": "d"},
+    "coco/dinosaur1024": {"slot_dim": 1024, "mlp_hidden": 4096, "decoder_hidden": [3072] * 3, "method": "none"},
+    "coco/dinosaur1024_covloss": {"slot_dim": 1024, "mlp_hidden": 4096, "decoder_hidden": [3072] * 3,
+                                  "method": "vicreg", "cov_weight": 1.0, "var_weight": 1.0, "gamma": 1.0,
+                                  "cov_divide_by": "d"},
+}
+
+
+@pytest.mark.parametrize("cell", AUTHORS_RUNS)
+def test_resolved_paper_cells_equal_the_authors_runs(cell):
+    from pathlib import Path
+
+    from slotcov import config as C
+    paper = C.load(Path(__file__).resolve().parents[1] / "config" / "paper.yaml")
+    cfg = C.resolve_cell(paper, cell)
+    assert cfg == PAPER_CELLS[cell]  # the paper preset overrides nothing
+    flat = {**cfg["model"], **cfg["reg"], **cfg["train"]}
+    for key, value in AUTHORS_RUNS[cell].items():
+        assert flat.get(key, 0) == value, key
+    assert (flat["lr"], flat["batch_size"], flat["steps"], flat["decay_rate"], flat["decay_steps"]) == (
+        4e-4, 64, 500_000, 0.5, 100_000)
+    assert (flat["iters"], flat["slot_init"], flat["amp"]) == (3, "authors", "fp32")
