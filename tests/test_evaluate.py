@@ -126,6 +126,20 @@ def test_evaluation_of_soft_low_resolution_masks_against_numpy_references():
     # nearest-neighbour upsampling would give other arg-maxes: the reference above is not vacuous
     nearest = masks.repeat(2, axis=2).repeat(2, axis=3).argmax(axis=1)
     assert (nearest != pred).any()
+    # COCO's `valid` (pixels of one instance at most): invalid pixels leave both masks in mBO
+    valid = g.uniform(size=(n, 16, 16)) > 0.2
+    with_valid = InMemory(**ds.tensors, valid=torch.from_numpy(valid))
+    metrics_v, _ = evaluate_model(_FakeModel(), with_valid, batch_size=4, n_samples=0, progress=False)
+    bos = []
+    for i in range(n):
+        objs = np.unique(true_ids[i][valid[i] & (true_ids[i] > 0)])
+        if len(objs):
+            v = valid[i]
+            bos.append(np.mean([max(np.sum((true_ids[i] == o) & (pred[i] == s) & v)
+                                    / np.sum(((true_ids[i] == o) | (pred[i] == s)) & v) for s in range(k))
+                                for o in objs]))
+    assert metrics_v["mbo"] == pytest.approx(100 * np.mean(bos), abs=1e-9)
+    assert metrics_v["mbo"] != pytest.approx(metrics["mbo"], abs=1e-3)
 
 
 def test_non_paper_settings_are_recorded_in_provenance_and_marked_in_the_tables(tmp_path):
