@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from slotcov.data import InMemory
@@ -51,3 +52,114 @@ def test_token_masks_are_upsampled_to_the_target():
     ids = masks_to_ids(masks, (8, 8))
     assert ids.shape == (1, 8, 8)
     assert (ids[0, :, :4] == 0).all() and (ids[0, :, 4:] == 1).all()
+
+
+# ----------------------------------------------------------------------------- soft masks at another resolution
+
+def _np_bilinear(x: np.ndarray, out: int) -> np.ndarray:
+    """Bilinear resize of [..., h, w] to [..., out, out], half-pixel centres (align_corners=False), edges clamped."""
+    def axis_weights(n_in):
+        src = np.maximum((np.arange(out) + 0.5) * n_in / out - 0.5, 0.0)
+        i0 = np.floor(src).astype(int)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        w = src - i0
+        m = np.zeros((out, n_in))
+        np.add.at(m, (np.arange(out), i0), 1 - w)
+        np.add.at(m, (np.arange(out), i1), w)
+        return m
+    rows, cols = axis_weights(x.shape[-2]), axis_weights(x.shape[-1])
+    return np.einsum("oh,...hw,pw->...op", rows, x, cols)
+
+
+class _FakeModel(torch.nn.Module):
+    """Returns the soft masks, reconstructions and slots stored with each image."""
+
+    def forward(self, batch):
+        return {"masks": batch["fake_masks"], "recon": batch["fake_recon"], "target": batch["image"],
+                "slots": batch["fake_slots"]}
+
+
+def test_evaluation_of_soft_low_resolution_masks_against_numpy_references():
+    """8x8 soft masks scored at 16x16: bilinear upsample + arg-max, FG-ARI (sklearn), mBO, MSE, slot covariance."""
+    from sklearn.metrics import adjusted_rand_score
+
+    g = np.random.default_rng(3)
+    n, k, d = 7, 4, 6
+    logits = g.normal(size=(n, k, 8, 8)) * 2.0
+    logits[n - 2, 0] += 20.0  # one slot takes a whole image of several objects: ARI 0, not 1
+    masks = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)  # soft: softmax over slots
+    true_ids = np.zeros((n, 16, 16), dtype=np.int64)
+    for i in range(n - 1):  # 1-4 rectangular objects with ids 1..M, later ones on top; background 0
+        for obj in range(1, 2 + i % 4):
+            y, x = g.integers(0, 10, size=2)
+            true_ids[i, y:y + g.integers(3, 7), x:x + g.integers(3, 7)] = obj
+    # the last image has no foreground at all: no FG-ARI, skipped
+    images = g.uniform(size=(n, 3, 16, 16)).astype(np.float32)
+    recon = g.uniform(size=(n, 3, 16, 16)).astype(np.float32)
+    slots = g.normal(size=(n, k, d)).astype(np.float32)
+    ds = InMemory(image=torch.from_numpy(images), true_ids=torch.from_numpy(true_ids),
+                  fake_masks=torch.from_numpy(masks).float(), fake_recon=torch.from_numpy(recon),
+                  fake_slots=torch.from_numpy(slots))
+    metrics, _ = evaluate_model(_FakeModel(), ds, batch_size=3, n_samples=0, progress=False)
+
+    pred = _np_bilinear(masks, 16).argmax(axis=1)  # [n, 16, 16]
+    assert len(np.unique(pred)) == k  # every slot wins somewhere: the upsampling matters
+    assert (pred[n - 2] == 0).all() and len(np.unique(true_ids[n - 2])) > 2
+    aris, bos = [], []
+    for i in range(n):
+        fg = true_ids[i] > 0
+        if not fg.any():
+            continue
+        aris.append(adjusted_rand_score(true_ids[i][fg], pred[i][fg]))
+        ious = []
+        for obj in np.unique(true_ids[i][fg]):
+            t = true_ids[i] == obj
+            ious.append(max(np.sum(t & (pred[i] == s)) / np.sum(t | (pred[i] == s)) for s in range(k)))
+        bos.append(np.mean(ious))
+    assert metrics["fg_ari_n"] == n - 1 and metrics["fg_ari_skipped"] == 1
+    assert metrics["fg_ari"] == pytest.approx(100 * np.mean(aris), abs=1e-9)
+    assert metrics["mbo"] == pytest.approx(100 * np.mean(bos), abs=1e-9)
+    assert metrics["mse"] == pytest.approx(float(np.mean((recon.astype(np.float64) - images) ** 2)), rel=1e-6)
+    cov = np.cov(slots.reshape(n * k, d).astype(np.float64), rowvar=False)
+    assert metrics["slot_cov"] == pytest.approx(float((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / d ** 2,
+                                                rel=1e-6)
+    # nearest-neighbour upsampling would give other arg-maxes: the reference above is not vacuous
+    nearest = masks.repeat(2, axis=2).repeat(2, axis=3).argmax(axis=1)
+    assert (nearest != pred).any()
+    # COCO's `valid` (pixels of one instance at most): invalid pixels leave both masks in mBO
+    valid = g.uniform(size=(n, 16, 16)) > 0.2
+    with_valid = InMemory(**ds.tensors, valid=torch.from_numpy(valid))
+    metrics_v, _ = evaluate_model(_FakeModel(), with_valid, batch_size=4, n_samples=0, progress=False)
+    bos = []
+    for i in range(n):
+        objs = np.unique(true_ids[i][valid[i] & (true_ids[i] > 0)])
+        if len(objs):
+            v = valid[i]
+            bos.append(np.mean([max(np.sum((true_ids[i] == o) & (pred[i] == s) & v)
+                                    / np.sum(((true_ids[i] == o) | (pred[i] == s)) & v) for s in range(k))
+                                for o in objs]))
+    assert metrics_v["mbo"] == pytest.approx(100 * np.mean(bos), abs=1e-9)
+    assert metrics_v["mbo"] != pytest.approx(metrics["mbo"], abs=1e-3)
+
+
+def test_non_paper_settings_are_recorded_in_provenance_and_marked_in_the_tables(tmp_path):
+    import pandas as pd
+
+    from slotcov.cells import PAPER_CELLS
+    from slotcov.config import deep_merge
+    from slotcov.evaluate import provenance
+    from slotcov.reports import MARKS, _marks, _notes
+
+    config = {"preset": "paper", "data": {"cmdsprites": {"source": "real"}}}
+    paper_cfg = PAPER_CELLS["cmdsprites/sa"]
+    assert provenance(config, "cmdsprites/sa", paper_cfg, None, tmp_path, None, "cpu")["non_paper"] == ""
+    cfg = deep_merge(paper_cfg, {"train": {"amp": "bf16"}, "model": {"slot_init": "glorot"}})
+    prov = provenance(config, "cmdsprites/sa", cfg, None, tmp_path, None, "cpu")
+    assert prov["non_paper"] == "train.amp=bf16; model.slot_init=glorot"
+    group = pd.DataFrame({"has_prov": [True, True], "prov_preset": ["paper", "paper"],
+                          "prov_protocol": ["cmdsprites", "cmdsprites"], "prov_non_paper": ["", prov["non_paper"]]})
+    marks = _marks(group, "cmdsprites", "sa")
+    assert marks == {"knobs": "train.amp=bf16; model.slot_init=glorot"}
+    assert _marks(group.iloc[:1], "cmdsprites", "sa") == {}
+    note = _notes(pd.DataFrame({"_detail": [marks]}))
+    assert MARKS["knobs"][0] in note and "amp=bf16" in note

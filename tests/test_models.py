@@ -13,6 +13,11 @@ AUTHORS_COUNTS = {  # trainable parameters (model, projection head) of the autho
     "coco/sa": (263_876, 0),
     "coco/covloss": (263_876, 2_169_856),
     "coco/cosineloss": (550_404, 0),
+    # Table 3: encoder + Slot Attention + 3x3072 MLP decoder, identity projection
+    "coco/dinosaur": (23_532_801, 0),
+    "coco/dinosaur_covloss": (23_532_801, 0),
+    "coco/dinosaur1024": (45_328_641, 0),
+    "coco/dinosaur1024_covloss": (45_328_641, 0),
 }
 
 
@@ -21,6 +26,13 @@ def test_parameter_counts_match_the_authors(cell):
     model, head = build_cell(PAPER_CELLS[cell])
     assert (count_parameters(model), count_parameters(head)) == AUTHORS_COUNTS[cell]
     assert count_parameters(model) + count_parameters(head) == sum(AUTHORS_COUNTS[cell])
+
+
+def test_dinosaur_paper_decoder_has_three_hidden_layers_of_3072():
+    model, _ = build_cell(PAPER_CELLS["coco/dinosaur"])
+    layers = list(model.decoder.mlp)
+    assert [type(m).__name__ for m in layers] == ["Linear", "ReLU"] * 3 + ["Linear"]
+    assert [m.out_features for m in layers if isinstance(m, torch.nn.Linear)] == [3072, 3072, 3072, 769]
 
 
 def test_dinosaur_decoder_options():
@@ -90,6 +102,7 @@ def test_model_summary_cli(capsys):
     assert main(["model-summary"]) == 0
     listing = capsys.readouterr().out
     assert "2,855,236" in listing and "550,404" in listing
+    assert listing.count("23,532,801") == 2 * 2 and listing.count("45,328,641") == 2 * 2  # model and total
     assert main(["model-summary", "coco/covloss"]) == 0
     assert "2,433,732" in capsys.readouterr().out
     assert main(["model-summary", "nope/nope"]) == 2
@@ -149,3 +162,86 @@ def test_attention_mask_prior_is_refused_for_the_coco_slot_attention_cells():
     cfg = deep_merge(PAPER_CELLS["coco/sa"], {"model": {"mask_prior": "attention"}})
     with pytest.raises(UserError, match="mask_prior: attention"):
         check_cell(cfg, "coco/sa")
+
+
+@pytest.mark.parametrize("cell", ["coco/sa", "coco/covloss", "coco/cosineloss"])
+def test_coco_broadcast_decoder_mlp_ends_in_a_linear_that_feeds_the_first_convt(cell):
+    """The authors' per-position MLP is Linear-ReLU-Linear-ReLU-Linear, then straight into a ConvT."""
+    model, _ = build_cell(PAPER_CELLS[cell])
+    layers = list(model.decoder.mlp)
+    assert [type(m).__name__ for m in layers] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    assert isinstance(layers[-1], torch.nn.Linear)
+    assert isinstance(model.decoder.convs[0], torch.nn.ConvTranspose2d)
+
+
+def test_every_paper_cell_uses_the_authors_slot_initialisation_and_fp32():
+    from slotcov.cells import non_paper_settings
+    for name, cell in PAPER_CELLS.items():
+        assert cell["model"]["slot_init"] == "authors" and cell["train"]["amp"] == "fp32", name
+        assert non_paper_settings(cell) == [], name
+    bf16 = deep_merge(PAPER_CELLS["coco/sa"], {"train": {"amp": "bf16"}, "model": {"slot_init": "glorot"}})
+    assert non_paper_settings(bf16) == ["train.amp=bf16", "model.slot_init=glorot"]
+
+
+@pytest.mark.parametrize("init", ["authors", "glorot"])
+def test_slot_initialisation_statistics(init):
+    """authors: mu ~ N(0,1), log_sigma ~ U[0,1); glorot: both U(+-sqrt(6/(1+D))) (TensorFlow fans)."""
+    torch.manual_seed(0)
+    d = 4096
+    sa = SlotAttention(num_slots=4, dim=d, iters=1, mlp_hidden=16, init=init)
+    mu, log_sigma = sa.slots_mu.detach().flatten(), sa.slots_log_sigma.detach().flatten()
+    assert sa.slots_mu.shape == sa.slots_log_sigma.shape == (1, 1, d)
+    if init == "authors":
+        assert abs(mu.mean().item()) < 0.05 and abs(mu.std().item() - 1.0) < 0.05
+        assert mu.min() < -2.5 and mu.max() > 2.5  # Gaussian tails, not a bounded uniform
+        assert log_sigma.min() >= 0.0 and log_sigma.max() < 1.0
+        assert abs(log_sigma.mean().item() - 0.5) < 0.02 and abs(log_sigma.std().item() - 12 ** -0.5) < 0.02
+    else:
+        bound = (6 / (1 + d)) ** 0.5
+        for p in (mu, log_sigma):
+            assert p.abs().max() <= bound and p.abs().max() > 0.9 * bound
+            assert abs(p.mean().item()) < 0.05 * bound and abs(p.std().item() - bound / 3 ** 0.5) < 0.05 * bound
+    model = build_cell(deep_merge(_tiny("cmdsprites/sa"), {"model": {"slot_init": init}}))[0]
+    log_sigma = model.slot_attention.slots_log_sigma.detach()
+    assert (log_sigma.min() >= 0) == (init == "authors")  # the knob reaches the built model
+
+
+# The authors' command lines (their README; flags not given keep train.py's defaults), as literals.
+AUTHORS_RUNS = {
+    "cmdsprites/sa": {"num_slots": 5, "slot_dim": 64, "warmup_steps": 10_000, "grad_clip": None, "method": "none"},
+    "cmdsprites/covloss": {"num_slots": 5, "slot_dim": 64, "warmup_steps": 10_000, "grad_clip": None,
+                           "method": "covloss", "projection": [1024, 1024, 1024], "cov_weight": 1.0,
+                           "var_weight": 0.0, "gamma": 0.0, "cov_divide_by": "d2"},
+    "cmdsprites/cosineloss": {"num_slots": 5, "slot_dim": 64, "warmup_steps": 10_000, "grad_clip": None,
+                              "method": "cosineloss", "projection": None, "cosine_weight": 0.01,
+                              "cosine_warmup": 0},
+    "coco/covloss": {"num_slots": 7, "slot_dim": 64, "mlp_hidden": 256, "warmup_steps": 10_000, "grad_clip": 1.0,
+                     "method": "covloss", "projection": [1024, 1024, 1024], "cov_weight": 1.0, "var_weight": 0.0,
+                     "cov_divide_by": "d2", "decoder_mlp": [32, 32, 32], "decoder_channels": 32},
+    "coco/cosineloss": {"num_slots": 7, "slot_dim": 128, "mlp_hidden": 512, "warmup_steps": 10_000,
+                        "grad_clip": 1.0, "method": "cosineloss", "cosine_weight": 0.01, "cosine_warmup": 0},
+    "coco/dinosaur": {"num_slots": 7, "slot_dim": 256, "mlp_hidden": 1024, "decoder_hidden": [3072] * 3,
+                      "grad_clip": 1.0, "method": "none"},
+    "coco/dinosaur_covloss": {"slot_dim": 256, "decoder_hidden": [3072] * 3, "method": "vicreg", "projection": None,
+                              "cov_weight": 1.0, "var_weight": 1.0, "gamma": 1.0, "cov_divide_by": "d"},
+    "coco/dinosaur1024": {"slot_dim": 1024, "mlp_hidden": 4096, "decoder_hidden": [3072] * 3, "method": "none"},
+    "coco/dinosaur1024_covloss": {"slot_dim": 1024, "mlp_hidden": 4096, "decoder_hidden": [3072] * 3,
+                                  "method": "vicreg", "cov_weight": 1.0, "var_weight": 1.0, "gamma": 1.0,
+                                  "cov_divide_by": "d"},
+}
+
+
+@pytest.mark.parametrize("cell", AUTHORS_RUNS)
+def test_resolved_paper_cells_equal_the_authors_runs(cell):
+    from pathlib import Path
+
+    from slotcov import config as C
+    paper = C.load(Path(__file__).resolve().parents[1] / "config" / "paper.yaml")
+    cfg = C.resolve_cell(paper, cell)
+    assert cfg == PAPER_CELLS[cell]  # the paper preset overrides nothing
+    flat = {**cfg["model"], **cfg["reg"], **cfg["train"]}
+    for key, value in AUTHORS_RUNS[cell].items():
+        assert flat.get(key, 0) == value, key
+    assert (flat["lr"], flat["batch_size"], flat["steps"], flat["decay_rate"], flat["decay_steps"]) == (
+        4e-4, 64, 500_000, 0.5, 100_000)
+    assert (flat["iters"], flat["slot_init"], flat["amp"]) == (3, "authors", "fp32")

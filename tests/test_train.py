@@ -20,11 +20,13 @@ HERE = Path(__file__).parent
 
 
 def test_schedule():
+    """The authors' schedule, their step i counted from 1: update `step` (0-based) is their i = step + 1."""
     t = {"lr": 4e-4, "warmup_steps": 10_000, "decay_rate": 0.5, "decay_steps": 100_000}
-    assert lr_at(0, t) == 0.0
-    assert lr_at(5_000, t) == pytest.approx(2e-4 * 0.5 ** 0.05)
-    assert lr_at(100_000, t) == pytest.approx(2e-4)
-    assert lr_at(0, {**t, "warmup_steps": 0}) == 4e-4
+    assert lr_at(0, t) == pytest.approx(4e-4 / 10_000 * 0.5 ** 1e-5)  # the first update already moves
+    assert lr_at(4_999, t) == pytest.approx(2e-4 * 0.5 ** 0.05)
+    assert lr_at(9_999, t) == pytest.approx(4e-4 * 0.5 ** 0.1)
+    assert lr_at(99_999, t) == pytest.approx(2e-4)
+    assert lr_at(0, {**t, "warmup_steps": 0}) == pytest.approx(4e-4 * 0.5 ** 1e-5)
 
 
 def test_batches_cover_each_epoch_once():

@@ -11,23 +11,24 @@ import copy
 TRAIN = {  # the shared schedule
     "steps": 500_000, "batch_size": 64, "lr": 4e-4, "warmup_steps": 10_000,
     "decay_rate": 0.5, "decay_steps": 100_000, "grad_clip": None, "seed": 0,
-    "amp": "auto", "compile": "auto", "checkpoint_every": 5_000, "log_every": 100,
+    "amp": "fp32", "compile": "auto", "checkpoint_every": 5_000, "log_every": 100,
     "skip_nonfinite": False,
 }
 NO_REG = {"method": "none", "projection": None}
 COVLOSS = {"method": "covloss", "projection": [1024, 1024, 1024], "cov_weight": 1.0,
            "var_weight": 0.0, "gamma": 0.0, "cov_divide_by": "d2"}
-COSINE = {"method": "cosineloss", "projection": None, "cosine_weight": 0.01, "cosine_margin": 0.2}
+COSINE = {"method": "cosineloss", "projection": None, "cosine_weight": 0.01, "cosine_margin": 0.2,
+          "cosine_warmup": 0}
 VICREG_SLOTS = {"method": "vicreg", "projection": None, "cov_weight": 1.0, "var_weight": 1.0,
                 "gamma": 1.0, "cov_divide_by": "d"}
 
 SA_CNN = {"kind": "sa_cnn", "resolution": 64, "num_slots": 5, "slot_dim": 64, "iters": 3,
-          "mlp_hidden": 128, "channels": 64}
+          "mlp_hidden": 128, "channels": 64, "slot_init": "authors"}
 SA_VIT = {"kind": "sa_vit", "feature_dim": 768, "num_tokens": 196, "num_slots": 7, "slot_dim": 64,
           "iters": 3, "mlp_hidden": 256, "broadcast": 8, "decoder_mlp": [32, 32, 32],
-          "decoder_channels": 32, "upsample": 4, "target_resolution": 128}
+          "decoder_channels": 32, "upsample": 4, "target_resolution": 128, "slot_init": "authors"}
 DINOSAUR = {"kind": "dinosaur", "feature_dim": 768, "num_tokens": 196, "num_slots": 7, "slot_dim": 256,
-            "iters": 3, "mlp_hidden": 1024, "decoder_hidden": [3072]}
+            "iters": 3, "mlp_hidden": 1024, "decoder_hidden": [3072, 3072, 3072], "slot_init": "authors"}
 
 
 def _cell(model: dict, reg: dict, **train) -> dict:
@@ -37,7 +38,7 @@ def _cell(model: dict, reg: dict, **train) -> dict:
 PAPER_CELLS: dict[str, dict] = {
     "cmdsprites/sa": _cell(SA_CNN, NO_REG),
     "cmdsprites/covloss": _cell(SA_CNN, COVLOSS),
-    "cmdsprites/cosineloss": _cell(SA_CNN, COSINE, warmup_steps=0),
+    "cmdsprites/cosineloss": _cell(SA_CNN, COSINE),
     "coco/sa": _cell(SA_VIT, NO_REG, grad_clip=1.0),
     "coco/covloss": _cell(SA_VIT, COVLOSS, grad_clip=1.0),
     "coco/cosineloss": _cell({**SA_VIT, "slot_dim": 128, "mlp_hidden": 512}, COSINE, grad_clip=1.0),
@@ -48,6 +49,22 @@ PAPER_CELLS: dict[str, dict] = {
                                        grad_clip=1.0),
 }
 EVAL_ONLY = {"coco/blockmasks"}  # evaluated, never trained
+
+# Settings that exist only as knobs (the paper's runs used one value): (section, key) -> the paper's value.
+# A run with another value is marked in the tables (provenance field `non_paper`).
+KNOBS = {("train", "amp"): "fp32", ("model", "slot_init"): "authors", ("reg", "cosine_warmup"): 0,
+         ("model", "mask_prior"): "none", ("model", "attn_sharpness"): 1.0, ("model", "encoder_kernel"): 5,
+         ("model", "decoder_kernel"): 5}
+
+
+def non_paper_settings(cfg: dict) -> list[str]:
+    """`section.key=value` for every knob of a resolved cell config set away from the paper's value."""
+    out = []
+    for (section, key), paper in KNOBS.items():
+        value = cfg.get(section, {}).get(key, paper)
+        if value != paper:
+            out.append(f"{section}.{key}={value}")
+    return out
 
 
 def build_cell(cfg: dict):

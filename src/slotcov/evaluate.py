@@ -100,6 +100,7 @@ def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, 
     import timm
 
     from slotcov import __version__
+    from slotcov.cells import non_paper_settings
     from slotcov.config import config_hash
 
     dataset = cell.split("/")[0]
@@ -117,6 +118,7 @@ def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, 
     return {
         "cell": cell, "preset": config["preset"], "git_commit": _git_commit(),
         "config_hash": config_hash(cfg) if cfg else "", "protocol": meta.get("protocol", dataset),
+        "non_paper": "; ".join(non_paper_settings(cfg)) if cfg else "",
         "dataset_kind": kind, "encoder_weights": "random" if "random" in str(weights) else
         ("dino" if weights not in ("none", "unknown") else weights),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",

@@ -74,10 +74,23 @@ def regulariser_terms(slots: torch.Tensor, head: nn.Module, reg: dict) -> dict[s
     return terms
 
 
-def weighted_total(recon: torch.Tensor, terms: dict[str, torch.Tensor], reg: dict) -> torch.Tensor:
-    """recon + the weighted regulariser terms of `reg`."""
-    weights = {"cov": reg.get("cov_weight", 0.0), "var": reg.get("var_weight", 0.0),
-               "cos": reg.get("cosine_weight", 0.0)}
+def term_weights(reg: dict, step: int | None = None) -> dict[str, float]:
+    """The weight of each regulariser term at training step `step` (0-based; None = after any ramp).
+
+    The cosine weight ramps linearly over reg["cosine_warmup"] steps as the authors' trainer
+    does (their step count starts at 1): cosine_weight * min(1, (step + 1) / cosine_warmup).
+    """
+    cosine = reg.get("cosine_weight", 0.0)
+    ramp = reg.get("cosine_warmup", 0)
+    if ramp and step is not None:
+        cosine *= min(1.0, (step + 1) / ramp)
+    return {"cov": reg.get("cov_weight", 0.0), "var": reg.get("var_weight", 0.0), "cos": cosine}
+
+
+def weighted_total(recon: torch.Tensor, terms: dict[str, torch.Tensor], reg: dict,
+                   step: int | None = None) -> torch.Tensor:
+    """recon + the weighted regulariser terms of `reg` at training step `step`."""
+    weights = term_weights(reg, step)
     total = recon
     for name, value in terms.items():
         total = total + weights[name] * value

@@ -49,16 +49,35 @@ def mlp(dims: list[int], final_act: bool = False) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def init_slot_distribution(mu: nn.Parameter, log_sigma: nn.Parameter, init: str) -> None:
+    """Initialise the slot distribution's mean and log-std in place.
+
+    authors: mu ~ N(0, 1), log_sigma ~ U[0, 1) per dimension (the paper's runs);
+    glorot: both Glorot-uniform as the Google (TensorFlow) reference initialises a [1, 1, D] weight:
+    fans 1 and D, i.e. U(-sqrt(6 / (1 + D)), +sqrt(6 / (1 + D))).
+    """
+    with torch.no_grad():
+        if init == "authors":
+            mu.normal_(0.0, 1.0)
+            log_sigma.uniform_(0.0, 1.0)
+        elif init == "glorot":
+            nn.init.xavier_uniform_(mu.view(1, -1))  # a [1, D] view has TensorFlow's fans (1, D)
+            nn.init.xavier_uniform_(log_sigma.view(1, -1))
+        else:
+            raise ValueError(f"unknown slot_init {init!r}; choose authors or glorot")
+
+
 class SlotAttention(nn.Module):
     """Iterative attention in which slots compete for the inputs (Locatello et al. 2020)."""
 
     def __init__(self, num_slots: int, dim: int, iters: int = 3, mlp_hidden: int = 128,
-                 eps: float = 1e-8, sharpness: float = 1.0):
+                 eps: float = 1e-8, sharpness: float = 1.0, init: str = "authors"):
         super().__init__()
         self.num_slots, self.dim, self.iters, self.eps = num_slots, dim, iters, eps
         self.scale = sharpness * dim ** -0.5  # sharpness 1 = the paper; > 1 makes slots compete harder
-        self.slots_mu = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
-        self.slots_log_sigma = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
+        self.slots_mu = nn.Parameter(torch.empty(1, 1, dim))
+        self.slots_log_sigma = nn.Parameter(torch.empty(1, 1, dim))
+        init_slot_distribution(self.slots_mu, self.slots_log_sigma, init)
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_k = nn.Linear(dim, dim, bias=False)
         self.to_v = nn.Linear(dim, dim, bias=False)
@@ -130,7 +149,8 @@ class BroadcastDecoder(nn.Module):
         super().__init__()
         self.broadcast = broadcast
         self.pos = SoftPositionEmbed(slot_dim, (broadcast, broadcast))
-        self.mlp = mlp([slot_dim] + mlp_dims, final_act=True) if mlp_dims else nn.Identity()
+        # the per-position MLP's last Linear feeds the first ConvT directly (no activation between)
+        self.mlp = mlp([slot_dim] + mlp_dims) if mlp_dims else nn.Identity()
         c_in = mlp_dims[-1] if mlp_dims else slot_dim
         layers: list[nn.Module] = []
         for _ in range(upsample):
@@ -178,7 +198,8 @@ class TokenDecoder(nn.Module):
 
     def __init__(self, slot_dim: int, num_tokens: int, feature_dim: int, hidden: list[int]):
         super().__init__()
-        self.pos = nn.Parameter(torch.randn(1, 1, num_tokens, slot_dim) * 0.02)
+        pos = nn.init.xavier_uniform_(torch.empty(num_tokens, slot_dim))  # the authors' init, fans (D, N)
+        self.pos = nn.Parameter(pos.reshape(1, 1, num_tokens, slot_dim))
         self.mlp = mlp([slot_dim] + hidden + [feature_dim + 1])
 
     def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,7 +222,8 @@ class SlotAutoencoder(nn.Module):
         kind, d, k = cfg["kind"], cfg["slot_dim"], cfg["num_slots"]
         hidden = cfg.get("mlp_hidden") or max(d, 128)
         self.slot_attention = SlotAttention(k, d, cfg.get("iters", 3), hidden,
-                                            sharpness=cfg.get("attn_sharpness", 1.0))
+                                            sharpness=cfg.get("attn_sharpness", 1.0),
+                                            init=cfg.get("slot_init", "authors"))
         if kind == "sa_cnn":
             r = cfg["resolution"]
             self.encoder = CNNEncoder(r, cfg.get("channels", 64), d, cfg.get("encoder_layers", 4),

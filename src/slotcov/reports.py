@@ -39,6 +39,7 @@ MARKS = {
     "random": (r"\S", "frozen ViT encoder with random weights, not DINO."),
     "protocol": (r"\P", "evaluated under another protocol than the paper's ({detail})."),
     "preset": ("*", "reduced preset ({detail}), not the paper's schedule."),
+    "knobs": (r"\sharp", "settings the paper's runs did not use ({detail})."),
     "noprov": ("?", "no provenance file: setting unknown."),
 }
 
@@ -119,6 +120,9 @@ def _marks(group: pd.DataFrame, dataset: str, method: str) -> dict[str, str]:
     other = [p for p in values("prov_protocol") if want and p != want]
     if other:
         out["protocol"] = f"{', '.join(other)} instead of {want}"
+    knobs = [k for k in values("prov_non_paper") if k]  # e.g. "train.amp=bf16; model.slot_init=glorot"
+    if knobs:
+        out["knobs"] = "; ".join(knobs)
     presets = [p for p in values("prov_preset") if p != "paper"]
     if presets:
         out["preset"] = "preset " + ", ".join(presets)

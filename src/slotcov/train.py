@@ -45,9 +45,11 @@ class Preempted(RuntimeError):
 
 
 def lr_at(step: int, t: dict) -> float:
-    """Linear warm-up over warmup_steps, then lr * decay_rate^(step/decay_steps) (applied throughout)."""
-    warm = min(1.0, step / t["warmup_steps"]) if t["warmup_steps"] else 1.0
-    return t["lr"] * warm * t["decay_rate"] ** (step / t["decay_steps"])
+    """The learning rate of update `step` (0-based), counted from 1 as the authors' trainer does:
+    lr * min(1, i / warmup_steps) * decay_rate^(i / decay_steps) with i = step + 1."""
+    i = step + 1
+    warm = min(1.0, i / t["warmup_steps"]) if t["warmup_steps"] else 1.0
+    return t["lr"] * warm * t["decay_rate"] ** (i / t["decay_steps"])
 
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
@@ -192,7 +194,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         _set_rng_state(ck["rng"], dev)
     _truncate_log(out / "log.csv", step)  # also without a checkpoint: rows of a run killed before its first one
 
-    use_amp = dev.type == "cuda" and t.get("amp", "auto") in ("auto", "bf16")
+    use_amp = dev.type == "cuda" and t["amp"] == "bf16"  # fp32 (the paper's) unless opted in
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
     compile_ = t.get("compile", "auto")
@@ -256,7 +258,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
             recon = F.mse_loss(outputs["recon"].float(), outputs["target"].float())
             with torch.autocast(dev.type, enabled=False):
                 terms = regulariser_terms(outputs["slots"].float(), head, cfg["reg"])
-            loss = weighted_total(recon, terms, cfg["reg"])
+            loss = weighted_total(recon, terms, cfg["reg"], step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, t["grad_clip"] or float("inf"))
