@@ -87,3 +87,21 @@ def test_nearest_upsampling_of_token_masks():
     near, bil = masks_to_ids(masks, (8, 8), "nearest"), masks_to_ids(masks, (8, 8), "bilinear")
     assert (near[0, :4, :4] == 0).all() and (near[0, :4, 4:] == 0).all() and (near[0, 4:] == 1).all()
     assert not torch.equal(near, bil)
+
+
+def test_cli_wants_pipelines_for_coco_and_data_for_cmdsprites(tmp_path):
+    from pathlib import Path
+
+    from slotcov.errors import UserError
+    from slotcov.evaluate import cli_evaluate
+
+    cfg = str(Path(__file__).parents[1] / "config" / "test.yaml")
+    out = ["--out", str(tmp_path / "m.json")]
+    with pytest.raises(UserError, match="--pipeline NAME DATA FEATURES"):
+        cli_evaluate(["--config", cfg, "--cell", "coco/sa", "--data", "x"] + out)
+    with pytest.raises(UserError, match="--data"):
+        cli_evaluate(["--config", cfg, "--cell", "cmdsprites/sa", "--pipeline", "authors", "a", "b"] + out)
+    with pytest.raises(UserError, match="--primary dinosaur is not one of"):
+        cli_evaluate(["--config", cfg, "--cell", "coco/blockmasks", "--pipeline", "authors", "a", "b",
+                      "--primary", "dinosaur"] + out)
+    assert not (tmp_path / "m.json").exists()

@@ -205,8 +205,8 @@ def coco_pipelines(metrics: pd.DataFrame) -> tuple[str, str]:
     return primary, next(n for n in paper.COCO_PIPELINES if n != primary)
 
 
-def coco_metrics(primary: str, other: str) -> list[str]:
-    """Table columns of a COCO cell: primary FG-ARI, the other pipeline's, the authors' FG-ARI on the primary."""
+def coco_metrics(other: str) -> list[str]:
+    """Table columns of a COCO cell: primary FG-ARI, the `other` pipeline's, the authors' FG-ARI on the primary."""
     return ["fg_ari", f"{other}.fg_ari", "fg_ari_authors"]
 
 
@@ -303,7 +303,7 @@ def tables(results_dir, out_dir, numbers_path=None) -> dict[str, pd.DataFrame]:
     numbers_path = Path(numbers_path) if numbers_path else out_dir.parent / "numbers.tex"
     metrics, probe = load_results(results_dir, "metrics"), load_results(results_dir, "probe")
     _log(f"{len(metrics)} metrics files, {len(probe)} probing files under {results_dir}")
-    cols = {"cmdsprites": ["fg_ari"], "coco": coco_metrics(*coco_pipelines(metrics))}
+    cols = {"cmdsprites": ["fg_ari"], "coco": coco_metrics(coco_pipelines(metrics)[1])}
     t1 = pd.concat([summarize(metrics, ds, paper.TABLE1_ROWS, cols[ds],
                               {(m, c): paper.TABLE1[(ds, m)] for m in paper.TABLE1_ROWS for c in cols[ds]})
                     for ds in paper.TABLE1_COLS], ignore_index=True)
