@@ -107,6 +107,7 @@ def test_tables_from_metrics_files(tmp_path):
     # COCO: the primary pipeline's FG-ARI, the other pipeline's beside it, the authors' metric as a column
     assert cov["mean"] == 25.0 and cov["paper"] == paper.TABLE1[("coco", "covloss")]
     assert cell(t["table1"], "covloss", "coco", "dinosaur.fg_ari")["mean"] == 21.0
+    assert np.isnan(cell(t["table1"], "covloss", "coco", "dinosaur.fg_ari")["paper"])
     assert cell(t["table1"], "covloss", "coco", "fg_ari_authors")["mean"] == 31.0
     assert r"25.00\,{\scriptsize(1)}$^{\ddagger\S\P}$ & 21.00\,{\scriptsize(1)} & 31.00\,{\scriptsize(1)} & 29.55" in tex1
     assert "authors & dinosaur & authors, authors' metric & paper" in tex1

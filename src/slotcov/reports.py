@@ -303,14 +303,16 @@ def tables(results_dir, out_dir, numbers_path=None) -> dict[str, pd.DataFrame]:
     numbers_path = Path(numbers_path) if numbers_path else out_dir.parent / "numbers.tex"
     metrics, probe = load_results(results_dir, "metrics"), load_results(results_dir, "probe")
     _log(f"{len(metrics)} metrics files, {len(probe)} probing files under {results_dir}")
+    # paper values stand beside the primary pipeline's rows, not the other pipeline's ("dinosaur.fg_ari")
     cols = {"cmdsprites": ["fg_ari"], "coco": coco_metrics(coco_pipelines(metrics)[1])}
     t1 = pd.concat([summarize(metrics, ds, paper.TABLE1_ROWS, cols[ds],
-                              {(m, c): paper.TABLE1[(ds, m)] for m in paper.TABLE1_ROWS for c in cols[ds]})
+                              {(m, c): paper.TABLE1[(ds, m)] for m in paper.TABLE1_ROWS for c in cols[ds] if "." not in c})
                     for ds in paper.TABLE1_COLS], ignore_index=True)
     t2 = summarize(probe, "cmdsprites", list(paper.TABLE2), paper.TABLE2_COLS,
                    {(m, c): v for m, d in paper.TABLE2.items() for c, v in d.items()})
     t3 = summarize(metrics, "coco", list(paper.TABLE3) + ["blockmasks"], cols["coco"],
-                   {(m, c): v for m, v in {**paper.TABLE3, "blockmasks": paper.BLOCKMASKS}.items() for c in cols["coco"]})
+                   {(m, c): v for m, v in {**paper.TABLE3, "blockmasks": paper.BLOCKMASKS}.items()
+                    for c in cols["coco"] if "." not in c})
     result = {"table1": t1, "table2": t2, "table3": t3}
     for name, (s, tex) in {"table1": (t1, _table1_tex(t1)), "table2": (t2, _table2_tex(t2)),
                            "table3": (t3, _table3_tex(t3))}.items():
