@@ -1,4 +1,4 @@
-"""COCO: FG-ARI id maps, the two protocols, prepared splits, the synthetic COCO-format writer."""
+"""COCO: FG-ARI id maps, the two crops, skipping empty images, prepared splits, the synthetic COCO-format writer."""
 import json
 
 import numpy as np
@@ -65,24 +65,24 @@ def test_foreground_ids_pixel_exact(tmp_path):
     assert not foreground_ids(coco, 9).any()  # no annotations: all ignored, image kept
 
 
-def test_protocol_shapes_and_crops():
+def test_crop_shapes():
     ids = np.zeros((200, 400), np.int32)  # three vertical bands, the middle one is the centre square
     ids[:, :100], ids[:, 100:300], ids[:, 300:] = 1, 2, 3
     rgb = np.zeros((200, 400, 3), np.uint8)
     rgb[:, :100, 0], rgb[:, 100:300, 1], rgb[:, 300:, 2] = 255, 255, 255
     img = Image.fromarray(rgb)
 
-    crop = square_ids(ids, 320, "dinosaur")
+    crop = square_ids(ids, 320, "center")
     assert crop.shape == (320, 320) and (crop == 2).all()
     for size in (224, 128):
-        a = square_image(img, size, "dinosaur")
+        a = square_image(img, size, "center")
         assert a.shape == (size, size, 3) and a.dtype == np.uint8
         assert (a[:, 4:-4, 1] == 255).all() and (a[:, 4:-4, [0, 2]] == 0).all()
 
-    stretched = square_ids(ids, 128, "stretched")
+    stretched = square_ids(ids, 128, "stretch")
     assert stretched.shape == (128, 128)
     assert (stretched[:, :32] == 1).all() and (stretched[:, 32:96] == 2).all() and (stretched[:, 96:] == 3).all()
-    s = square_image(img, 224, "stretched")
+    s = square_image(img, 224, "stretch")
     assert s.shape == (224, 224, 3) and s[100, 20, 0] == 255 and s[100, 112, 1] == 255 and s[100, 200, 2] == 255
 
 
@@ -90,17 +90,17 @@ def test_ids_resized_after_overlap_removal():
     ids = np.zeros((40, 60), np.int32)
     ids[10:30, 10:50] = 1
     ids[18:22, 28:32] = 0  # an ignored overlap hole stays a hole, no id leaks in from neighbours
-    out = square_ids(ids, 80, "stretched")
+    out = square_ids(ids, 80, "stretch")
     assert set(np.unique(out)) == {0, 1} and (out[37:43, 38:42] == 0).all()
 
 
-@pytest.mark.parametrize("protocol,s", [("dinosaur", 320), ("stretched", 128)])
-def test_prepare_split_round_trip(tmp_path, protocol, s):
+@pytest.mark.parametrize("crop,s", [("center", 320), ("stretch", 128)])
+def test_prepare_split_round_trip(tmp_path, crop, s):
     coco = _write_fixture(tmp_path / "coco")
-    out = prepare_split(tmp_path / "coco", "val2017", protocol, tmp_path / "prep")
+    out = prepare_split(tmp_path / "coco", "val2017", crop, tmp_path / "prep")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "prep"]  # no temp dir left
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["protocol"] == protocol and meta["count"] == 2 and meta["split"] == "val2017"
+    assert meta["crop"] == crop and not meta["skip_empty"] and meta["count"] == 2 and meta["split"] == "val2017"
     assert meta["annotation_file"].endswith("instances_val2017.json") and meta["dataset_kind"] == "real"
     i224, i128 = np.load(out / "image224.npy"), np.load(out / "image128.npy")
     true_ids, image_ids = np.load(out / "true_ids.npy"), np.load(out / "image_ids.npy")
@@ -108,10 +108,10 @@ def test_prepare_split_round_trip(tmp_path, protocol, s):
     assert i128.shape == (2, 128, 128, 3) and true_ids.shape == (2, s, s) and true_ids.dtype == np.int16
     assert image_ids.dtype == np.int64 and image_ids.tolist() == [7, 9]
     with Image.open(tmp_path / "coco" / "val2017" / "img7.jpg") as img:
-        np.testing.assert_array_equal(i224[0], square_image(img, 224, protocol))
-        np.testing.assert_array_equal(i128[0], square_image(img, 128, protocol))
-    np.testing.assert_array_equal(true_ids[0], square_ids(foreground_ids(coco, 7), s, protocol))
-    kept = {0, 1, 2, 4} if protocol == "dinosaur" else {0, 1, 2, 3, 4}  # D (cols 50:58) is outside the centre square
+        np.testing.assert_array_equal(i224[0], square_image(img, 224, crop))
+        np.testing.assert_array_equal(i128[0], square_image(img, 128, crop))
+    np.testing.assert_array_equal(true_ids[0], square_ids(foreground_ids(coco, 7), s, crop))
+    kept = {0, 1, 2, 4} if crop == "center" else {0, 1, 2, 3, 4}  # D (cols 50:58) is outside the centre square
     assert set(np.unique(true_ids[0])) == kept and not true_ids[1].any()
 
     ds = CocoArrays(out)
@@ -123,7 +123,7 @@ def test_prepare_split_round_trip(tmp_path, protocol, s):
     assert "features" not in b
 
     # limit + replacing an existing output
-    prepare_split(tmp_path / "coco", "val2017", protocol, tmp_path / "prep", limit=1)
+    prepare_split(tmp_path / "coco", "val2017", crop, tmp_path / "prep", limit=1)
     assert np.load(out / "image_ids.npy").tolist() == [7]
 
 
@@ -158,13 +158,31 @@ def test_make_coco_is_real_coco(tmp_path):
 
 def test_prepare_cli_and_workers(tmp_path):
     make_coco(tmp_path / "coco", "val2017", n=6, seed=1)
-    args = ["--root", str(tmp_path / "coco"), "--protocol", "dinosaur"]
+    args = ["--root", str(tmp_path / "coco"), "--crop", "center"]
     assert cli_prepare_coco(args + ["--out", str(tmp_path / "a")]) == 0
     assert cli_prepare_coco(args + ["--out", str(tmp_path / "b"), "--workers", "2"]) == 0
     for name in ("image224.npy", "image128.npy", "true_ids.npy", "image_ids.npy"):
         np.testing.assert_array_equal(np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name))
     assert json.loads((tmp_path / "a" / "meta.json").read_text())["dataset_kind"] == "synthetic-coco"
     with pytest.raises(UserError, match="instances_train2017.json"):
-        prepare_split(tmp_path / "coco", "train2017", "dinosaur", tmp_path / "c")
-    with pytest.raises(UserError, match="protocol"):
+        prepare_split(tmp_path / "coco", "train2017", "center", tmp_path / "c")
+    with pytest.raises(UserError, match="crop"):
         prepare_split(tmp_path / "coco", "val2017", "squashed", tmp_path / "c")
+
+
+def test_skip_empty_drops_images_without_a_non_crowd_instance(tmp_path):
+    coco = _write_fixture(tmp_path / "coco")
+    out = prepare_split(tmp_path / "coco", "val2017", "stretch", tmp_path / "prep", skip_empty=True, pipeline="authors")
+    meta = json.loads((out / "meta.json").read_text())
+    assert np.load(out / "image_ids.npy").tolist() == [7]  # image 9 has no annotation
+    assert meta["skip_empty"] and meta["n_empty_skipped"] == 1 and meta["pipeline"] == "authors"
+    assert np.load(out / "true_ids.npy").shape == (1, 128, 128)
+    # a crowd-only image counts as empty
+    coco.dataset["annotations"].append({"id": 99, "image_id": 9, "category_id": 1, "iscrowd": 1, "area": 4.0,
+                                        "bbox": [0, 0, 2, 2], "segmentation": {"size": [30, 30], "counts": [0, 2, 898]}})
+    (tmp_path / "coco" / "annotations" / "instances_val2017.json").write_text(json.dumps(coco.dataset))
+    prepare_split(tmp_path / "coco", "val2017", "stretch", tmp_path / "prep", skip_empty=True)
+    assert np.load(out / "image_ids.npy").tolist() == [7]
+    assert cli_prepare_coco(["--root", str(tmp_path / "coco"), "--crop", "stretch", "--skip-empty",
+                             "--out", str(tmp_path / "cli")]) == 0
+    assert np.load(tmp_path / "cli" / "image_ids.npy").tolist() == [7]

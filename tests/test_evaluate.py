@@ -163,3 +163,56 @@ def test_non_paper_settings_are_recorded_in_provenance_and_marked_in_the_tables(
     assert _marks(group.iloc[:1], "cmdsprites", "sa") == {}
     note = _notes(pd.DataFrame({"_detail": [marks]}))
     assert MARKS["knobs"][0] in note and "amp=bf16" in note
+
+
+class _HalvesModel(torch.nn.Module):
+    """Predicts slot 0 on the left half and slot 1 on the right half of every image."""
+
+    def forward(self, batch):
+        b, _, h, w = batch["image"].shape
+        masks = torch.zeros(b, 2, h, w)
+        masks[:, 0, :, : w // 2], masks[:, 1, :, w // 2:] = 1, 1
+        return {"masks": masks, "slots": torch.zeros(b, 2, 4), "recon": batch["image"], "target": batch["image"]}
+
+
+def test_authors_metric_uses_batches_of_64_in_file_order():
+    """fg_ari_authors comes from consecutive 64-image batches in file order, whatever the eval batch size."""
+    ids = torch.zeros(70, 16, 16, dtype=torch.long)
+    ids[:, 4:12, 4:12] = 1          # one object across both halves: split over two slots, sklearn ~0
+    ids[10] = 0
+    ids[10, 4:12, 2:6] = 1          # image 10: inside the left half, one slot: a zero denominator
+    ds = InMemory(image=torch.zeros(70, 3, 16, 16), true_ids=ids)
+    a, _ = evaluate_model(_HalvesModel(), ds, batch_size=8, n_samples=0, progress=False, authors_metric=True)
+    b, _ = evaluate_model(_HalvesModel(), ds, batch_size=32, n_samples=0, progress=False, authors_metric=True)
+    assert a == b and a["fg_ari"] == pytest.approx(100 / 70, abs=1e-9)  # only image 10 scores (1.0)
+    # batch 0-63 holds the zero-denominator image: plain formula there; batch 64-69: 1.0 by the uniform rule
+    assert a["fg_ari_authors"] == pytest.approx((1 + 6) * 100 / 70, abs=1e-9)
+    assert a["fg_ari_metric_frac_differ"] == pytest.approx(6 / 70) and a["fg_ari_metric_mean_diff"] > 0
+    assert a["fg_ari_authors_n"] == 70 and a["fg_ari_n"] == 70
+
+
+def test_nearest_upsampling_of_token_masks():
+    masks = torch.zeros(1, 2, 4)
+    masks[0, 0] = torch.tensor([1.0, 0.6, 0.0, 0.0])  # slot 0 strong top-left, weak top-right
+    masks[0, 1] = torch.tensor([0.0, 0.4, 1.0, 1.0])
+    near, bil = masks_to_ids(masks, (8, 8), "nearest"), masks_to_ids(masks, (8, 8), "bilinear")
+    assert (near[0, :4, :4] == 0).all() and (near[0, :4, 4:] == 0).all() and (near[0, 4:] == 1).all()
+    assert not torch.equal(near, bil)
+
+
+def test_cli_wants_pipelines_for_coco_and_data_for_cmdsprites(tmp_path):
+    from pathlib import Path
+
+    from slotcov.errors import UserError
+    from slotcov.evaluate import cli_evaluate
+
+    cfg = str(Path(__file__).parents[1] / "config" / "test.yaml")
+    out = ["--out", str(tmp_path / "m.json")]
+    with pytest.raises(UserError, match="--pipeline NAME DATA FEATURES"):
+        cli_evaluate(["--config", cfg, "--cell", "coco/sa", "--data", "x"] + out)
+    with pytest.raises(UserError, match="--data"):
+        cli_evaluate(["--config", cfg, "--cell", "cmdsprites/sa", "--pipeline", "authors", "a", "b"] + out)
+    with pytest.raises(UserError, match="--primary dinosaur is not one of"):
+        cli_evaluate(["--config", cfg, "--cell", "coco/blockmasks", "--pipeline", "authors", "a", "b",
+                      "--primary", "dinosaur"] + out)
+    assert not (tmp_path / "m.json").exists()

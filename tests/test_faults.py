@@ -542,7 +542,7 @@ def test_prepare_coco_and_feature_store_failures_leave_nothing_half_written(tmp_
 
     coco.make_coco(tmp_path / "coco", "val2017", n=6, seed=0)
     out = tmp_path / "prep"
-    coco.prepare_split(tmp_path / "coco", "val2017", "dinosaur", out, limit=4)
+    coco.prepare_split(tmp_path / "coco", "val2017", "center", out, limit=4)
     good = {p.name: p.read_bytes() for p in out.iterdir()}
     real_one, calls = coco._prepare_one, {"n": 0}
 
@@ -554,7 +554,7 @@ def test_prepare_coco_and_feature_store_failures_leave_nothing_half_written(tmp_
 
     monkeypatch.setattr(coco, "_prepare_one", one)
     with pytest.raises(OSError, match="injected"):
-        coco.prepare_split(tmp_path / "coco", "val2017", "dinosaur", out)
+        coco.prepare_split(tmp_path / "coco", "val2017", "center", out)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == good and _no_temps(tmp_path) == []
 

@@ -29,9 +29,11 @@ def images():
     return np.random.default_rng(0).integers(0, 256, (23, 32, 32, 3), dtype=np.uint8)
 
 
-def direct_tokens(model, images, batch_size):
+def direct_tokens(model, images, batch_size, imagenet=True):
     """Reference: normalise by hand, run the blocks by hand, drop CLS, cast to fp16."""
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    if not imagenet:
+        mean, std = torch.zeros(3), torch.ones(3)
     out = []
     with torch.no_grad():
         for b in range(0, len(images), batch_size):
@@ -57,6 +59,20 @@ def test_round_trip_bit_exact(tmp_path, images):
     mtime = (out / "tokens.npy").stat().st_mtime_ns
     extract_features(model, images, out, batch_size=4, device="cpu", chunk=8, image_ids=np.arange(100, 123))
     assert (out / "tokens.npy").stat().st_mtime_ns == mtime
+
+
+def test_no_imagenet_normalisation(tmp_path, images):
+    """`normalize: none` feeds the ViT the image in [0,1], as the paper authors' extraction did."""
+    model = tiny_vit()
+    out = extract_features(model, images, tmp_path / "plain", batch_size=4, device="cpu", chunk=8, normalize="none")
+    np.testing.assert_array_equal(FeatureStore(out)[np.arange(23)], direct_tokens(model, images, 4, imagenet=False))
+    assert json.loads((out / "manifest.json").read_text())["normalisation"] == "none"
+    assert not np.array_equal(FeatureStore(out)[0:4], direct_tokens(model, images[:4], 4))
+    # a store of the other normalisation is not reused
+    again = extract_features(model, images, out, batch_size=4, device="cpu", chunk=8)
+    np.testing.assert_array_equal(FeatureStore(again)[np.arange(23)], direct_tokens(model, images, 4))
+    with pytest.raises(UserError, match="normalisation"):
+        extract_features(model, images, tmp_path / "x", normalize="imagenet1k")
 
 
 def test_resume_after_kill_is_identical(tmp_path, images, monkeypatch):
@@ -160,9 +176,9 @@ def test_weights_from_file_and_hf_cache(tmp_path, monkeypatch):
 
 def test_cli_on_prepared_coco(tmp_path, monkeypatch):
     make_coco(tmp_path / "coco", "val2017", n=3, seed=0)
-    split = prepare_split(tmp_path / "coco", "val2017", "stretched", tmp_path / "prep")
+    split = prepare_split(tmp_path / "coco", "val2017", "stretch", tmp_path / "prep")
     monkeypatch.setattr(F, "build_vit", lambda name, weights, seed: tiny_vit(seed))
-    monkeypatch.setattr(F, "_normalise", lambda x, dev: torch.nn.functional.interpolate(  # 224 -> the tiny ViT's 32
+    monkeypatch.setattr(F, "_normalise", lambda x, dev, normalize: torch.nn.functional.interpolate(  # 224 -> the tiny ViT's 32
         torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).float() / 255, size=32))
     assert cli_extract_features(["--images", str(split), "--weights", "random", "--out", str(tmp_path / "f"),
                                  "--batch-size", "2", "--device", "cpu", "--chunk", "2"]) == 0

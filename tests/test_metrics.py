@@ -6,7 +6,8 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from slotcov.metrics import block_masks, fg_ari, mbo, summarize
+from slotcov.metrics import (block_masks, fg_ari, fg_ari_authors, fg_ari_authors_batched, fg_ari_authors_parts, mbo,
+                             metric_difference, summarize)
 
 
 def _sklearn_fg_ari(true, pred):
@@ -88,3 +89,68 @@ def test_block_masks():
     counts = torch.bincount(ids.flatten())
     assert counts.max() / counts.min() < 1.5
     assert torch.equal(block_masks(4, 4, 4), torch.tensor([[0, 0, 1, 1]] * 2 + [[2, 2, 3, 3]] * 2))
+
+
+# ---------------------------------------------------------------- the paper authors' FG-ARI
+
+def _authors_batch():
+    """Four 8x8 images: split single object, multi-object, single object 2, one fg pixel."""
+    t = np.zeros((4, 8, 8), dtype=np.int64)
+    p = np.zeros((4, 8, 8), dtype=np.int64)
+    t[0, 1:7, 1:7] = 1                       # one object (id 1) split over three slots
+    p[0, :, :3], p[0, :, 3:5], p[0, :, 5:] = 0, 1, 2
+    t[1, :4], t[1, 4:, :4], t[1, 4:, 4:] = 1, 2, 3   # three objects, a fair prediction
+    p[1] = np.where(np.arange(8)[None, :] < 5, t[1], 4)
+    t[2, 2:6, 2:6] = 2                       # one object but with id 2 (object 1 vanished)
+    p[2, :, :4], p[2, :, 4:] = 1, 3
+    t[3, 4, 4] = 1                           # a single foreground pixel
+    return t, p
+
+
+def test_fg_ari_authors_without_zero_denominator():
+    t, p = _authors_batch()
+    ours, theirs = fg_ari(torch.tensor(t), torch.tensor(p)), fg_ari_authors(torch.tensor(t), torch.tensor(p))
+    sk = _sklearn_fg_ari(t, p)
+    assert abs(sk[0]) < 0.05 and theirs[0] == 1.0          # split object: sklearn ~0, authors 1.0
+    assert math.isclose(theirs[1], sk[1], abs_tol=1e-12)     # ordinary multi-object image: equal
+    assert math.isclose(theirs[2], sk[2], abs_tol=1e-12)     # foreground not object 1: plain formula
+    assert ours[3] == 1.0 and theirs[3] == 1.0               # one pixel, object 1: 1.0 by the uniform rule
+    t[3, 4, 4] = 2                                           # one pixel of object 2: no score
+    assert math.isnan(fg_ari_authors(torch.tensor(t), torch.tensor(p))[3])
+
+
+def test_fg_ari_authors_with_zero_denominator():
+    t, p = _authors_batch()
+    t = np.concatenate([t, np.zeros((1, 8, 8), np.int64)])
+    p = np.concatenate([p, np.zeros((1, 8, 8), np.int64)])
+    t[4, 2:5, 2:5] = 1                                       # one object predicted by one slot:
+    p[4, 2:5, 2:5] = 6                                       # zero denominator
+    theirs = fg_ari_authors(torch.tensor(t), torch.tensor(p))
+    sk = _sklearn_fg_ari(t, p)
+    assert theirs[4] == 1.0
+    assert math.isclose(theirs[0], sk[0], abs_tol=1e-12) and theirs[0] < 0.05  # the split object scores ~0 now
+    assert math.isclose(theirs[1], sk[1], abs_tol=1e-12)
+    assert math.isnan(theirs[3])                             # one pixel: NaN, not 1.0
+
+
+def test_fg_ari_authors_equals_sklearn_on_multi_object_images():
+    rng = np.random.default_rng(1)
+    true = rng.integers(0, 5, size=(30, 16, 16))
+    pred = rng.integers(0, 7, size=(30, 16, 16))
+    pred[:10] = np.where(rng.random((10, 16, 16)) < 0.8, true[:10], pred[:10])
+    np.testing.assert_allclose(fg_ari_authors(torch.tensor(true), torch.tensor(pred)).numpy(),
+                               _sklearn_fg_ari(true, pred), rtol=0, atol=1e-12)
+
+
+def test_fg_ari_authors_batched_depends_on_batch_composition():
+    t, p = _authors_batch()
+    t0, p0 = np.zeros((1, 8, 8), np.int64), np.zeros((1, 8, 8), np.int64)
+    t0[0, :2, :2], p0[0, :2, :2] = 1, 2                      # a zero-denominator image
+    t, p = np.concatenate([t, t0]), np.concatenate([p, p0])
+    parts = [fg_ari_authors_parts(torch.tensor(t[i:i + 1]), torch.tensor(p[i:i + 1])) for i in range(5)]
+    one_batch = fg_ari_authors_batched(parts, batch=64)     # the zero-denominator image is in the batch
+    np.testing.assert_array_equal(one_batch.numpy(), fg_ari_authors(torch.tensor(t), torch.tensor(p)).numpy())
+    split = fg_ari_authors_batched(parts, batch=4)           # first four alone: the uniform rule fires
+    assert one_batch[0] < 0.05 and split[0] == 1.0 and split[4] == 1.0
+    diff = metric_difference(fg_ari(torch.tensor(t), torch.tensor(p)), split)
+    assert diff["frac_differ"] == 1 / 5 and math.isclose(diff["mean_diff"], (1.0 - _sklearn_fg_ari(t, p)[0]) * 20)

@@ -42,10 +42,15 @@ def test_test_preset_makes_every_table_figure_and_the_report(finished_all):
     checked = 0
     for row in t1.itertuples():
         metrics = repo / "results" / "metrics" / row.dataset / row.method / "seed0.json"
-        if metrics.exists():
-            assert row.mean == pytest.approx(json.loads(metrics.read_text())["fg_ari"], abs=1e-3), row
+        if metrics.exists():  # COCO columns "dinosaur.fg_ari": that pipeline's section of the file
+            data = json.loads(metrics.read_text())
+            section, _, key = row.metric.rpartition(".")
+            assert row.mean == pytest.approx((data["pipelines"][section] if section else data)[key], abs=1e-3), row
             checked += 1
-    assert checked >= 10
+    assert checked >= 10 and {"fg_ari", "dinosaur.fg_ari", "fg_ari_authors"} <= set(t1.metric)
+    coco = json.loads((repo / "results" / "metrics" / "coco" / "sa" / "seed0.json").read_text())
+    assert coco["pipeline"] == "authors" and set(coco["pipelines"]) == {"authors", "dinosaur"}
+    assert coco["fg_ari_authors"] == coco["pipelines"]["authors"]["fg_ari_authors"]
     t2 = pd.read_csv(tables / "table2.csv")
     probe = json.loads((repo / "results" / "probe" / "cmdsprites" / "sa" / "seed0.json").read_text())
     shape = t2[(t2.method == "sa") & (t2.metric == "shape_acc")]

@@ -21,10 +21,18 @@ def write_cell(results, kind, dataset, method, seed, values, **prov):
     path = results / kind / dataset / method / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values))
-    defaults = {"protocol": "cmdsprites" if dataset == "cmdsprites" else "stretched", "dataset_kind": "real",
+    defaults = {"protocol": "cmdsprites" if dataset == "cmdsprites" else "authors", "dataset_kind": "real",
                 "encoder_weights": "none" if dataset == "cmdsprites" else "dino"}
     path.with_name(f"seed{seed}.provenance.json").write_text(json.dumps({**PROV, **defaults, **prov}))
     return path
+
+
+def coco(fg_ari, other, authors, frac=0.25, diff=3.0, n=5000):
+    """A COCO metrics file in the two-pipeline layout (primary: authors)."""
+    section = lambda ari, theirs: {"fg_ari": ari, "fg_ari_n": n, "fg_ari_authors": theirs,  # noqa: E731
+                                   "fg_ari_metric_frac_differ": frac, "fg_ari_metric_mean_diff": diff}
+    return {**section(fg_ari, authors), "pipeline": "authors",
+            "pipelines": {"authors": section(fg_ari, authors), "dinosaur": section(other, other + 1)}}
 
 
 def make_results(results, rng=np.random.default_rng(0)):
@@ -33,10 +41,10 @@ def make_results(results, rng=np.random.default_rng(0)):
         write_cell(results, "metrics", "cmdsprites", "sa", seed, {"fg_ari": ari, "fg_ari_n": 320, "mbo": 50.0})
     write_cell(results, "metrics", "cmdsprites", "covloss", 0, {"fg_ari": 87.5, "fg_ari_n": 320},
                dataset_kind="replica")
-    write_cell(results, "metrics", "coco", "covloss", 0, {"fg_ari": 25.0, "fg_ari_n": 5000},
+    write_cell(results, "metrics", "coco", "covloss", 0, coco(25.0, 21.0, 31.0),
                dataset_kind="synthetic-coco", encoder_weights="random", protocol="dinosaur")
-    write_cell(results, "metrics", "coco", "dinosaur", 0, {"fg_ari": 40.0, "fg_ari_n": 5000})
-    write_cell(results, "metrics", "coco", "blockmasks", 0, {"fg_ari": 23.5, "fg_ari_n": 5000}, protocol="dinosaur")
+    write_cell(results, "metrics", "coco", "dinosaur", 0, coco(40.0, 38.0, 44.0, frac=0.4, diff=4.5))
+    write_cell(results, "metrics", "coco", "blockmasks", 0, coco(22.0, 23.5, 30.0), protocol="dinosaur")
     for seed in (0, 1):
         write_cell(results, "probe", "cmdsprites", "sa", seed,
                    {"shape_acc": 0.8 + 0.01 * seed, "color_r2": 0.9, "scale_r2": 0.7, "x_r2": 0.95, "y_r2": 0.96,
@@ -93,22 +101,53 @@ def test_tables_from_metrics_files(tmp_path):
     assert cov["marks"] == "replica" and cov["n"] == 1 and np.isnan(cov["std"])
     assert r"87.50\,{\scriptsize(1)}$^{\dagger}$" in tex1 and "replica rendered by slotcov" in tex1
     # COCO covloss: synthetic data, random encoder, other protocol; all three footnoted
-    coco = cell(t["table1"], "covloss", "coco")
-    assert set(coco["marks"].split(";")) == {"synthetic", "random", "protocol"}
-    assert "synthetic COCO-format" in tex1 and "random weights" in tex1 and "dinosaur instead of stretched" in tex1
+    cov = cell(t["table1"], "covloss", "coco", "fg_ari")
+    assert set(cov["marks"].split(";")) == {"synthetic", "random", "protocol"}
+    assert "synthetic COCO-format" in tex1 and "random weights" in tex1 and "dinosaur instead of authors" in tex1
+    # COCO: the primary pipeline's FG-ARI, the other pipeline's beside it, the authors' metric as a column
+    assert cov["mean"] == 25.0 and cov["paper"] == paper.TABLE1[("coco", "covloss")]
+    assert cell(t["table1"], "covloss", "coco", "dinosaur.fg_ari")["mean"] == 21.0
+    assert np.isnan(cell(t["table1"], "covloss", "coco", "dinosaur.fg_ari")["paper"])
+    assert cell(t["table1"], "covloss", "coco", "fg_ari_authors")["mean"] == 31.0
+    assert r"25.00\,{\scriptsize(1)}$^{\ddagger\S\P}$ & 21.00\,{\scriptsize(1)} & 31.00\,{\scriptsize(1)} & 29.55" in tex1
+    assert "authors & dinosaur & authors, authors' metric & paper" in tex1
+    assert "FG-ARI under the authors pipeline" in tex1 and "64-image batches" in tex1
     # cells not run: a dash, no number
-    assert cell(t["table1"], "cosineloss", "coco")["n"] == 0
-    assert re.search(r"CosineLoss & -- & 88\.82 & -- & 34\.23", tex1)
+    assert cell(t["table1"], "cosineloss", "coco", "fg_ari")["n"] == 0
+    assert re.search(r"CosineLoss & -- & 88\.82 & -- & -- & -- & 34\.23", tex1)
     # Table 2: 4 decimals, paper values beside
     shape = cell(t["table2"], "sa", metric="shape_acc")
     assert shape["mean"] == pytest.approx(0.805) and shape["n"] == 2
     tex2 = (out / "table2.tex").read_text()
     assert r"$0.8050 \pm 0.0071$" in tex2 and "0.8472" in tex2 and "ours (n=0)" in tex2
     # Table 3 with block masks reference (its own protocol is DINOSAUR's: no mark)
-    assert cell(t["table3"], "blockmasks")["marks"] == ""
-    assert cell(t["table3"], "dinosaur")["mean"] == pytest.approx(40.0)
+    assert cell(t["table3"], "blockmasks", metric="fg_ari")["marks"] == ""
+    assert cell(t["table3"], "blockmasks", metric="dinosaur.fg_ari")["mean"] == 23.5
+    assert cell(t["table3"], "dinosaur", metric="fg_ari")["mean"] == pytest.approx(40.0)
+    tex3 = (out / "table3.tex").read_text()
+    assert re.search(r"DINOSAUR & 40\.00.* & 38\.00.* & 44\.00.* & 43\.86", tex3)
     csv = pd.read_csv(out / "table1.csv")
-    assert list(csv.columns[:6]) == ["dataset", "method", "metric", "mean", "std", "n"] and len(csv) == 6
+    assert list(csv.columns[:6]) == ["dataset", "method", "metric", "mean", "std", "n"] and len(csv) == 12
+    assert set(csv[csv["dataset"] == "coco"]["metric"]) == {"fg_ari", "dinosaur.fg_ari", "fg_ari_authors"}
+
+
+def test_load_results_flattens_pipelines(tmp_path):
+    make_results(tmp_path)
+    df = reports.load_results(tmp_path).set_index(["dataset", "method"])
+    row = df.loc[("coco", "dinosaur")]
+    assert row["fg_ari"] == 40.0 and row["authors.fg_ari"] == 40.0 and row["dinosaur.fg_ari"] == 38.0
+    assert row["dinosaur.fg_ari_authors"] == 39.0 and row["pipeline"] == "authors"
+    assert pd.isna(df.loc[("cmdsprites", "covloss"), "dinosaur.fg_ari"])  # no pipelines there
+    assert reports.coco_pipelines(reports.load_results(tmp_path)) == ("authors", "dinosaur")
+
+
+def test_metric_section(tmp_path):
+    make_results(tmp_path)
+    tex = reports.metric_section(tmp_path)
+    assert "DINOSAUR & authors & 1 & 40.00 & 44.00 & 40.0 & +4.50" in tex
+    assert "CovLoss & dinosaur & 1 & 21.00 & 22.00 & 25.0 & +3.00" in tex
+    assert "25.0\\% to 40.0\\% of the evaluation images" in tex
+    assert "No COCO metrics file" in reports.metric_section(tmp_path / "empty")
 
 
 def test_tables_follow_the_files(tmp_path):
@@ -121,8 +160,8 @@ def test_tables_follow_the_files(tmp_path):
     t = reports.tables(results, out)
     assert cell(t["table1"], "sa", "cmdsprites")["mean"] == pytest.approx(92.0)
     assert "92.00" in (out / "table1.tex").read_text()
-    assert cell(t["table3"], "dinosaur")["n"] == 0
-    assert re.search(r"DINOSAUR & -- & 43\.86", (out / "table3.tex").read_text())
+    assert cell(t["table3"], "dinosaur", metric="fg_ari")["n"] == 0
+    assert re.search(r"DINOSAUR & -- & -- & -- & 43\.86", (out / "table3.tex").read_text())
     assert "40.00" not in (out / "table3.tex").read_text()
     (results / "metrics" / "cmdsprites" / "covloss" / "seed0.provenance.json").unlink()
     t = reports.tables(results, out)
@@ -141,6 +180,7 @@ def test_numbers_macros(tmp_path):
     assert macros["TabOneCocoCosinelossMean"] == "--" and macros["TabOneCocoCosinelossN"] == "0"
     assert macros["TabTwoSaShapeAccMean"] == "0.8050" and macros["TabTwoCovlossYRTwoPaper"] == "0.9694"
     assert macros["TabThreeCocoDinosaurOneZeroTwoFourCovlossPaper"] == "35.35"
+    assert macros["TabOneCocoCovlossDinosaurFgAriMean"] == "21.00" and macros["TabOneCocoCovlossFgAriAuthorsMean"] == "31.00"
     reports.tables(results, tmp_path / "t", numbers_path=tmp_path / "n.tex")
     assert (tmp_path / "n.tex").read_text() == text
 
@@ -228,11 +268,11 @@ def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tm
     assert report_pdf.NO_LATEX.format(reason="pdflatex not found") in pages[0] and "Claims ledger" in pages[0]
     table1, table2, table3, claims = pages[1:5]
     assert "Table 1. FG-ARI (%) on ColoredMDSprites and COCO" in table1
-    assert "Slot Attention ours 91.00 ± 1.00 (3) – paper 90.71 20.00" in table1
-    assert "CovLoss †‡§¶ ours 87.50 (1) 25.00 (1)" in table1
-    assert "¶ evaluated under another protocol than the paper's (dinosaur instead of stretched)" in table1
+    assert "Slot Attention ours 91.00 ± 1.00 (3) – – – paper 90.71 20.00 – 20.00" in table1
+    assert "CovLoss †‡§¶ ours 87.50 (1) 25.00 (1) 21.00 (1) 31.00 (1)" in table1
+    assert "¶ evaluated under another protocol than the paper's (dinosaur instead of authors)" in table1
     assert "0.8050 ± 0.0071 (2)" in table2 and "0.8472" in table2 and "Shape (acc.)" in table2
-    assert "Block masks (reference) ours 23.50 (1) paper 23.00" in table3
+    assert "Block masks (reference) ours 22.00 (1) 23.50 (1) 30.00 (1) paper 23.00" in table3
     assert "CovLoss raises COCO FG-ARI over Slot Attention 9.55 5.25 [1.5, 9.25] 3 reproduced" in claims
     assert "masks_coco.png" in " ".join(pages) and "Figure 1: Slot Attention reconstructions" in pages[5]
     assert "coco/covloss 0 01234567 paper dinosaur synthetic-coco / random NVIDIA H100 3600" in pages[-1]
@@ -271,7 +311,8 @@ def test_report_tex(built, tmp_path):
     root = built["root"]
     tex = reports.render_report(root / "reports" / "tables", root / "reports" / "figures", built["results"],
                                 claims_dir=write_claims(tmp_path / "claims"))
-    assert tex.count(r"\begin{table}") == 3 and r"\includegraphics" in tex and "figures/masks_coco.pdf" in tex
+    assert tex.count(r"\begin{table}") == 4 and r"\includegraphics" in tex and "figures/masks_coco.pdf" in tex
+    assert "How much the FG-ARI implementation moves" in tex
     assert "figures/recon_cmdsprites_cosineloss.pdf" not in tex
     assert r"\newcommand{\TabOneCmdspritesSaMean}{91.00}" in tex
     assert "coco/covloss & 0 & 01234567 & paper & dinosaur & synthetic-coco / random & NVIDIA H100 & 3600" in tex

@@ -19,8 +19,8 @@ def expected_all(config: dict) -> dict[str, int]:
     return {"train": len(trained) * seeds, "evaluate": len(trained) * seeds,
             "probe": sum(c.startswith("cmdsprites/") for c in trained) * seeds,
             "evaluate_blockmasks": ("coco/blockmasks" in config["cells"]) * seeds,
-            "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 3, "prepare_coco": 2,
-            "extract_features": 2, "tables": 1, "figures": 1, "report": 1, "all": 1}
+            "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 3, "prepare_coco": 3,
+            "extract_features": 3, "tables": 1, "figures": 1, "report": 1, "claims": 1, "all": 1}
 
 
 def test_all_plans_every_cell_of_each_preset(fresh_repo):
@@ -42,10 +42,10 @@ def test_single_cell_plans_only_its_chain(fresh_repo):
     assert counts == {"make_mdsprites": 1, "convert_mdsprites": 2, "train": 1, "evaluate": 1}
     assert "results/runs/cmdsprites/covloss/seed0/model.pt" in out
     counts, _ = plan(fresh_repo, "results/metrics/coco/dinosaur/seed0.json")
-    assert counts == {"make_coco": 2, "prepare_coco": 2, "extract_features": 2, "train": 1, "evaluate": 1}
+    assert counts == {"make_coco": 2, "prepare_coco": 3, "extract_features": 3, "train": 1, "evaluate": 1}
     counts, _ = plan(fresh_repo, "results/metrics/coco/dinosaur/seed1.json", configfile="config/paper.yaml")
     assert counts == {"download_coco": 3, "unzip_coco_images": 2, "unzip_coco_annotations": 1, "download_dino": 1,
-                      "prepare_coco": 2, "extract_features": 2, "train": 1, "evaluate": 1}
+                      "prepare_coco": 3, "extract_features": 3, "train": 1, "evaluate": 1}
 
 
 def test_finished_run_replans_nothing_and_a_method_change_only_that_method(finished_repo):

@@ -1,8 +1,14 @@
 """Evaluation of a trained cell: FG-ARI, mBO and reconstruction MSE on the evaluation split.
 
 Predicted masks are resized to the ground-truth resolution (bilinear, as in DINOSAUR's
-protocol) and arg-maxed over slots. Writes a metrics JSON (numbers only), a provenance
-JSON beside it, and a samples NPZ for the figures. `slot_cov` is the covariance loss
+protocol, or nearest, as in the paper authors' DINOSAUR evaluation) and arg-maxed over slots.
+Writes a metrics JSON (numbers only), a provenance JSON beside it, and a samples NPZ for the figures.
+
+A COCO cell is evaluated under every COCO pipeline given (`--pipeline NAME DATA FEATURES`,
+docs/fidelity.md "COCO pipelines and FG-ARI"): the metrics JSON holds the primary pipeline's
+numbers at the top level, `"pipeline": <primary>`, and `"pipelines": {name: numbers}`. COCO
+numbers also carry `fg_ari_authors`, the paper authors' batch FG-ARI over consecutive batches
+of AUTHORS_BATCH images in file order, and how far it moves each image's score. `slot_cov` is the covariance loss
 (squared off-diagonal covariance / D^2) of the raw slots of every evaluation image: how
 much the slot dimensions co-vary, the quantity the bottleneck sweep plots against beta.
 """
@@ -23,33 +29,59 @@ from tqdm import tqdm
 
 from slotcov.io import atomic_path, write_json
 from slotcov.losses import covariance_loss
-from slotcov.metrics import block_masks, fg_ari, mbo, summarize
+from slotcov.errors import UserError
+from slotcov.metrics import (block_masks, fg_ari, fg_ari_authors_batched, fg_ari_authors_parts, mbo,
+                             metric_difference, summarize)
+
+AUTHORS_BATCH = 64  # the paper's evaluation batch; fixed, whatever eval.batch_size is
+UPSAMPLE = ("bilinear", "nearest")
 
 
-def masks_to_ids(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def masks_to_ids(masks: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """Alpha masks [B,K,h,w] or [B,K,N] (N a square number of tokens) -> arg-max slot ids [B,*size]."""
     if masks.dim() == 3:
         side = int(round(masks.shape[-1] ** 0.5))
         masks = masks.reshape(*masks.shape[:2], side, side)
     if tuple(masks.shape[-2:]) != tuple(size):
-        masks = F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False)
+        extra = {"align_corners": False} if mode == "bilinear" else {}
+        masks = F.interpolate(masks.float(), size=size, mode=mode, **extra)
     return masks.argmax(dim=1)
+
+
+def _ari_metrics(aris: list, authors_parts: list | None) -> dict:
+    """fg_ari (+ counts) and, given the authors' per-image parts, fg_ari_authors and the per-image difference."""
+    scores = torch.cat(aris)
+    ari = summarize(scores)
+    out = {"fg_ari": ari["mean"], "fg_ari_n": ari["n"], "fg_ari_skipped": ari["skipped"]}
+    if authors_parts is not None:
+        theirs = fg_ari_authors_batched(authors_parts, AUTHORS_BATCH)
+        a, diff = summarize(theirs), metric_difference(scores, theirs)
+        out.update(fg_ari_authors=a["mean"], fg_ari_authors_n=a["n"], fg_ari_authors_skipped=a["skipped"],
+                   fg_ari_metric_frac_differ=diff["frac_differ"], fg_ari_metric_mean_diff=diff["mean_diff"])
+    return out
 
 
 @torch.no_grad()
 def evaluate_model(model, dataset, batch_size: int = 64, n_samples: int = 8, device: str = "cpu",
-                   seed: int = 0, progress: bool = True) -> tuple[dict, dict]:
-    """Metrics over the whole `dataset` and the first `n_samples` images for figures."""
+                   seed: int = 0, progress: bool = True, upsample: str = "bilinear",
+                   authors_metric: bool = False) -> tuple[dict, dict]:
+    """Metrics over the whole `dataset` and the first `n_samples` images for figures.
+
+    `upsample` resizes predicted masks to the targets; `authors_metric` adds fg_ari_authors (COCO).
+    """
     torch.manual_seed(seed)  # slot initialisation noise
     n = len(dataset)
     aris, mbos, slots, sq_err, count = [], [], [], 0.0, 0
+    parts = [] if authors_metric else None
     samples: dict[str, list] = {"image": [], "recon": [], "masks": [], "true_ids": []}
     for start in tqdm(range(0, n, batch_size), desc="evaluate", disable=not progress):
         batch = {k: v.to(device) for k, v in dataset.batch(np.arange(start, min(n, start + batch_size))).items()}
         out = model(batch)
         true_ids = batch["true_ids"]
-        pred = masks_to_ids(out["masks"], true_ids.shape[-2:])
-        aris.append(fg_ari(true_ids.cpu(), pred.cpu()))
+        pred = masks_to_ids(out["masks"], true_ids.shape[-2:], upsample).cpu()
+        aris.append(fg_ari(true_ids.cpu(), pred))
+        if parts is not None:
+            parts.append(fg_ari_authors_parts(true_ids.cpu(), pred))
         mbos.append(mbo(true_ids.cpu(), pred.cpu(), batch["valid"].cpu() if "valid" in batch else None))
         slots.append(out["slots"].float().flatten(0, 1).cpu())
         sq_err += F.mse_loss(out["recon"].float(), out["target"].float(), reduction="sum").item()
@@ -67,23 +99,22 @@ def evaluate_model(model, dataset, batch_size: int = 64, n_samples: int = 8, dev
             samples["masks"].append(F.interpolate(m.float(), size=img.shape[-2:], mode="bilinear",
                                                   align_corners=False).cpu().numpy())
             samples["true_ids"].append(true_ids[:take].cpu().numpy())
-    ari, bo = summarize(torch.cat(aris)), summarize(torch.cat(mbos))
-    metrics = {"fg_ari": ari["mean"], "fg_ari_n": ari["n"], "fg_ari_skipped": ari["skipped"],
-               "mbo": bo["mean"], "mse": sq_err / max(count, 1),
+    metrics = {**_ari_metrics(aris, parts), "mbo": summarize(torch.cat(mbos))["mean"], "mse": sq_err / max(count, 1),
                "slot_cov": float(covariance_loss(torch.cat(slots).double(), "d2"))}
     return metrics, {k: np.concatenate(v) for k, v in samples.items() if v}
 
 
-def evaluate_blockmasks(dataset, num_blocks: int, batch_size: int = 64) -> dict:
-    """FG-ARI and mBO of DINOSAUR's block-masks baseline on `dataset`."""
-    aris, mbos = [], []
+def evaluate_blockmasks(dataset, num_blocks: int, batch_size: int = 64, authors_metric: bool = False) -> dict:
+    """FG-ARI and mBO of DINOSAUR's block-masks baseline on `dataset` (+ fg_ari_authors if asked)."""
+    aris, mbos, parts = [], [], ([] if authors_metric else None)
     for start in range(0, len(dataset), batch_size):
         true_ids = dataset.batch(np.arange(start, min(len(dataset), start + batch_size)))["true_ids"]
         pred = block_masks(*true_ids.shape[-2:], num_blocks).expand_as(true_ids)
         aris.append(fg_ari(true_ids, pred))
         mbos.append(mbo(true_ids, pred))
-    ari, bo = summarize(torch.cat(aris)), summarize(torch.cat(mbos))
-    return {"fg_ari": ari["mean"], "fg_ari_n": ari["n"], "fg_ari_skipped": ari["skipped"], "mbo": bo["mean"]}
+        if parts is not None:
+            parts.append(fg_ari_authors_parts(true_ids, pred))
+    return {**_ari_metrics(aris, parts), "mbo": summarize(torch.cat(mbos))["mean"]}
 
 
 def _git_commit() -> str:
@@ -117,7 +148,7 @@ def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, 
     dev = torch.device(device)
     return {
         "cell": cell, "preset": config["preset"], "git_commit": _git_commit(),
-        "config_hash": config_hash(cfg) if cfg else "", "protocol": meta.get("protocol", dataset),
+        "config_hash": config_hash(cfg) if cfg else "", "protocol": meta.get("pipeline") or dataset,
         "non_paper": "; ".join(non_paper_settings(cfg)) if cfg else "",
         "dataset_kind": kind, "encoder_weights": "random" if "random" in str(weights) else
         ("dino" if weights not in ("none", "unknown") else weights),
@@ -127,6 +158,15 @@ def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, 
                     f"numpy {np.__version__}, python {platform.python_version()}",
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _coco_pipeline(config: dict, name: str) -> dict:
+    """The settings of one COCO pipeline from the config, or a one-line error."""
+    pipelines = config["data"]["coco"]["pipelines"]
+    if name not in pipelines:
+        raise UserError(f"COCO pipeline '{name}' is not in data.coco.pipelines ({', '.join(pipelines)}); "
+                        "pass one of those to --pipeline")
+    return pipelines[name]
 
 
 def cli_evaluate(argv: list[str]) -> int:
@@ -141,32 +181,51 @@ def cli_evaluate(argv: list[str]) -> int:
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--cell", required=True, help="DATASET/METHOD; coco/blockmasks needs no --run")
     p.add_argument("--run", help="finished run folder (holds model.pt)")
-    p.add_argument("--data", required=True, help="prepared evaluation split")
-    p.add_argument("--features", help="feature store of the evaluation split (COCO cells)")
+    p.add_argument("--data", help="prepared evaluation split (ColoredMDSprites)")
+    p.add_argument("--pipeline", nargs=3, action="append", metavar=("NAME", "DATA", "FEATURES"), default=[],
+                   help="COCO: a pipeline of data.coco.pipelines, its prepared split and feature store (repeatable)")
+    p.add_argument("--primary", help="COCO: the pipeline whose numbers go to the top level (default: the first)")
     p.add_argument("--out", required=True, help="metrics JSON; provenance goes to *.provenance.json beside it")
-    p.add_argument("--samples", help="NPZ of the first images, masks and reconstructions (figures)")
+    p.add_argument("--samples", help="NPZ of the first images, masks and reconstructions (figures; primary pipeline)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--n-samples", type=int, default=8)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     config = C.load(args.config)
-    dataset_name = args.cell.split("/")[0]
-    dataset = open_dataset(dataset_name, args.data, args.features)
+    coco = args.cell.startswith("coco/")
+    if coco != bool(args.pipeline) or (not coco and not args.data):
+        raise UserError(f"{args.cell}: pass " + ("--pipeline NAME DATA FEATURES for each COCO pipeline" if coco
+                                                 else "--data (and no --pipeline)"))
+    runs = {name: (data, feats) for name, data, feats in args.pipeline} or {"": (args.data, None)}
+    primary = args.primary or next(iter(runs))
+    if primary not in runs:
+        raise UserError(f"--primary {primary} is not one of the --pipeline names ({', '.join(runs)})")
     device = str(resolve_device(args.device))
-    cfg = None
-    if args.cell == "coco/blockmasks":
-        metrics = evaluate_blockmasks(dataset, config.get("datasets", {}).get("coco", {}).get("model", {}).get(
-            "num_slots", 7), args.batch_size)
-        samples = None
-    else:
+    model, cfg = None, None
+    if args.cell != "coco/blockmasks":
         if not args.run:
-            from slotcov.errors import UserError
             raise UserError(f"--run is required for {args.cell}")
         model, _, cfg = load_trained(args.run, device)
-        metrics, samples = evaluate_model(model, dataset, args.batch_size, args.n_samples, device)
+    results, samples = {}, None
+    for name, (data, feats) in runs.items():
+        dataset = open_dataset(args.cell.split("/")[0], data, feats)
+        if model is None:
+            results[name] = evaluate_blockmasks(dataset, config.get("datasets", {}).get("coco", {}).get(
+                "model", {}).get("num_slots", 7), args.batch_size, authors_metric=coco)
+            continue
+        upsample = _coco_pipeline(config, name)["mask_upsample"] if coco else "bilinear"
+        results[name], s = evaluate_model(model, dataset, args.batch_size, args.n_samples if name == primary else 0,
+                                          device, upsample=upsample, authors_metric=coco)
+        samples = s if name == primary else samples
+    metrics = dict(results[primary])
+    if coco:
+        metrics.update(pipeline=primary, pipelines=results)
     out = Path(args.out)
-    prov = provenance(config, args.cell, cfg, Path(args.run) if args.run else None, Path(args.data),
-                      Path(args.features) if args.features else None, device)
+    data_dir, feats = runs[primary]
+    prov = provenance(config, args.cell, cfg, Path(args.run) if args.run else None, Path(data_dir),
+                      Path(feats) if feats else None, device)
+    if coco:
+        prov["eval_pipelines"] = ", ".join(runs)
     write_json(out.with_name(out.name.removesuffix(".json") + ".provenance.json"), prov)
     if samples is not None and args.samples:
         with atomic_path(args.samples, suffix=".npz") as tmp:

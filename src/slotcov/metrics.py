@@ -34,17 +34,19 @@ def _contingency(true_ids, pred_ids) -> torch.Tensor:
     return torch.from_numpy(counts)
 
 
+def _pair_counts(true_ids, pred_ids) -> tuple[torch.Tensor, ...]:
+    """Per image (int64 [B] each): foreground pixels n, sum of squared cells, row (true) and column (pred) sums of squares."""
+    c = _contingency(true_ids, pred_ids)
+    return c.sum(dim=(1, 2)), c.pow(2).sum(dim=(1, 2)), c.sum(dim=2).pow(2).sum(dim=1), c.sum(dim=1).pow(2).sum(dim=1)
+
+
 def fg_ari(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
     """Adjusted Rand index on each image's foreground pixels: float64 [B], NaN without foreground.
 
     Equals sklearn.metrics.adjusted_rand_score(true[fg], pred[fg]) per image, through the
     same pair-confusion formula (including its 1.0 for perfect agreement on one pixel).
     """
-    c = _contingency(true_ids, pred_ids).double()
-    n = c.sum(dim=(1, 2))
-    sum_sq = c.pow(2).sum(dim=(1, 2))
-    rows_sq = c.sum(dim=2).pow(2).sum(dim=1)
-    cols_sq = c.sum(dim=1).pow(2).sum(dim=1)
+    n, sum_sq, rows_sq, cols_sq = (x.double() for x in _pair_counts(true_ids, pred_ids))
     tp = sum_sq - n
     fp = cols_sq - sum_sq  # pairs together in the prediction, apart in the truth
     fn = rows_sq - sum_sq
@@ -53,6 +55,67 @@ def fg_ari(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
     ari = 2.0 * (tp * tn - fn * fp) / denom
     ari = torch.where((fn == 0) & (fp == 0), torch.ones_like(ari), ari)
     return torch.where(n > 0, ari, torch.full_like(ari, math.nan))
+
+
+def fg_ari_authors_parts(true_ids, pred_ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image pieces of the paper authors' batch FG-ARI (see `fg_ari_authors`), float64/bool [B] each.
+
+    plain: the ARI formula without special cases on the foreground, NaN below 2 foreground pixels
+    or where its denominator is zero; zero_denom: that denominator is exactly zero (both
+    partitions trivial: one group each, or all singletons); uniform: every pixel, ignored ones
+    counted as object 1, has the same id.
+    """
+    n, sum_sq, rows_sq, cols_sq = _pair_counts(true_ids, pred_ids)  # exact integers
+    pairs = n * (n - 1)
+    index, a, b = sum_sq - n, cols_sq - n, rows_sq - n  # 2x pairs together in both / pred / true
+    zero_denom = (n >= 2) & (a == b) & ((a == 0) | (a == pairs))
+    expected = a.double() * b.double() / pairs.double()
+    plain = (index.double() - expected) / ((a + b).double() / 2 - expected)
+    plain = torch.where((n >= 2) & ~zero_denom, plain, torch.full_like(plain, math.nan))
+    t = torch.as_tensor(np.asarray(true_ids.cpu() if isinstance(true_ids, torch.Tensor) else true_ids))
+    t = t.reshape(t.shape[0], -1).clamp_min(1)
+    uniform = t.amin(dim=1) == t.amax(dim=1)
+    return plain, zero_denom, uniform
+
+
+def combine_authors_batch(plain, zero_denom, uniform) -> torch.Tensor:
+    """The authors' result for ONE batch from its per-image parts (fg_ari_authors_parts)."""
+    one = torch.ones_like(plain)
+    if bool(zero_denom.any()):
+        return torch.where(zero_denom, one, plain)
+    return torch.where(uniform, one, plain)
+
+
+def fg_ari_authors(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
+    """What the paper authors' ARI code returns for one evaluation batch, float64 [B] (NaN = no score).
+
+    Their code (a port of the multi_object_datasets ARI, one mask channel per instance and no
+    background channel) gives the plain ARI formula per image; then, if ANY image of the batch
+    has a zero denominator, 1.0 for those images only; otherwise 1.0 for every image whose
+    foreground is object 1 alone (or empty), whatever the prediction. Same id convention as `fg_ari`.
+    """
+    return combine_authors_batch(*fg_ari_authors_parts(true_ids, pred_ids))
+
+
+def fg_ari_authors_batched(parts: list[tuple], batch: int = 64) -> torch.Tensor:
+    """The authors' FG-ARI over consecutive batches of `batch` images in order, from collected parts."""
+    plain, zero, uniform = (torch.cat(x) for x in zip(*parts))
+    return torch.cat([combine_authors_batch(plain[i:i + batch], zero[i:i + batch], uniform[i:i + batch])
+                      for i in range(0, len(plain), batch)]) if len(plain) else plain
+
+
+def metric_difference(ari: torch.Tensor, ari_authors: torch.Tensor) -> dict[str, float]:
+    """How far the authors' FG-ARI moves each image's score from the correct one.
+
+    frac_differ: fraction of all images whose two scores differ (by more than 1e-9, or one
+    is NaN and the other not); mean_diff: mean of (authors - correct) in percentage points
+    over the images both score.
+    """
+    both = ~torch.isnan(ari) & ~torch.isnan(ari_authors)
+    differ = (torch.isnan(ari) != torch.isnan(ari_authors)) | (both & ((ari - ari_authors).abs() > 1e-9))
+    n = len(ari)
+    return {"frac_differ": float(differ.sum()) / n if n else math.nan,
+            "mean_diff": float((ari_authors - ari)[both].mean() * 100) if both.any() else math.nan}
 
 
 def mbo(true_ids: torch.Tensor, pred_ids: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

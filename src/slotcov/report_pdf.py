@@ -129,6 +129,17 @@ def _label(key: str) -> str:
     return paper.LABELS.get(key, key).replace("$R^2$", "R²")
 
 
+def _column(dataset: str, metric: str, with_dataset: bool) -> str:
+    """A column head naming the dataset, the COCO pipeline and the FG-ARI implementation of its numbers."""
+    if metric == "fg_ari_authors":
+        text = "FG-ARI, authors' code"
+    elif metric.endswith(".fg_ari"):
+        text = f"FG-ARI, {metric.split('.')[0]} pipeline"
+    else:
+        text = "FG-ARI" if metric == "fg_ari" else _label(metric)
+    return f"{_label(dataset)}: {text}" if with_dataset else text
+
+
 def _paper_table(doc: _Doc, tables_dir: Path, name: str) -> None:
     """One of Tables 1-3 from its CSV: a row of our values and a row of the paper's per method."""
     csv, tex = tables_dir / f"{name}.csv", tables_dir / f"{name}.tex"
@@ -140,13 +151,14 @@ def _paper_table(doc: _Doc, tables_dir: Path, name: str) -> None:
     notes = re.search(r"\\footnotesize (.*)\}\s*\\end\{table\}", source, re.S)
     groups = list(dict.fromkeys(zip(s["dataset"], s["metric"])))
     one_metric = len({m for _, m in groups}) == 1
-    header = ["Method", ""] + [_label(d if one_metric else m) for d, m in groups]
+    header = ["Method", ""] + [_label(d) if one_metric else _column(d, m, len({d for d, _ in groups}) > 1)
+                               for d, m in groups]
     rows = []
     for method in dict.fromkeys(s["method"]):
         cells = s[s["method"] == method].set_index(["dataset", "metric"])
         keys = {k for marks in cells["marks"].dropna() for k in str(marks).split(";") if k}
         symbols = "".join(MARK_SYMBOLS[k] for k in MARK_SYMBOLS if k in keys)
-        digits = [2 if m == "fg_ari" else 4 for _, m in groups]
+        digits = [2 if "fg_ari" in m else 4 for _, m in groups]
         rows.append([_label(method) + (f" {symbols}" if symbols else ""), "ours"]
                     + [_cell(cells.loc[g], d) for g, d in zip(groups, digits)])
         rows.append(["", "paper"] + ["–" if pd.isna(cells.loc[g, "paper"]) else f"{cells.loc[g, 'paper']:.{d}f}"

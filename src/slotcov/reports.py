@@ -67,14 +67,21 @@ def _read_json(path: Path) -> dict:
 def load_results(results_dir, kind: str = "metrics") -> pd.DataFrame:
     """One row per result file under results/{kind}/{dataset}/{method}/seed{N}.json, provenance joined.
 
-    Provenance columns are prefixed `prov_`; `has_prov` says whether the sibling existed.
+    Provenance columns are prefixed `prov_`; `has_prov` says whether the sibling existed. A COCO
+    file's pipeline sections become columns `<pipeline>.<key>` (`dinosaur.fg_ari`), its primary
+    pipeline's name the column `pipeline`.
     """
     rows = []
     for path in sorted(Path(results_dir, kind).glob("*/*/seed*.json")):
         if path.name.endswith(".provenance.json"):
             continue
         row = {"dataset": path.parent.parent.name, "method": path.parent.name, "seed": _seed_of(path)}
-        row.update({k: v for k, v in _read_json(path).items() if isinstance(v, (int, float))})
+        data = _read_json(path)
+        row.update({k: v for k, v in data.items() if isinstance(v, (int, float))})
+        for name, section in (data.get("pipelines") or {}).items():
+            row.update({f"{name}.{k}": v for k, v in section.items() if isinstance(v, (int, float))})
+        if isinstance(data.get("pipeline"), str):
+            row["pipeline"] = data["pipeline"]
         prov_path = path.with_name(path.stem + ".provenance.json")
         row["has_prov"] = prov_path.exists()
         if row["has_prov"]:
@@ -195,18 +202,49 @@ def _table_env(caption: str, label: str, colspec: str, body: str, notes: str, co
             f"\\par\\smallskip\\parbox{{0.95\\linewidth}}{{\\footnotesize {notes}}}\n\\end{{table}}\n")
 
 
+def coco_pipelines(metrics: pd.DataFrame) -> tuple[str, str]:
+    """(primary, other) COCO pipeline of the metrics files: primary = the `pipeline` most files name."""
+    coco = metrics[metrics["dataset"] == "coco"] if len(metrics) else metrics
+    names = coco["pipeline"].dropna() if "pipeline" in coco else pd.Series(dtype=str)
+    primary = names.mode().iloc[0] if len(names) else paper.PAPER_PROTOCOL["coco"]
+    return primary, next(n for n in paper.COCO_PIPELINES if n != primary)
+
+
+def coco_metrics(other: str) -> list[str]:
+    """Table columns of a COCO cell: primary FG-ARI, the `other` pipeline's, the authors' FG-ARI on the primary."""
+    return ["fg_ari", f"{other}.fg_ari", "fg_ari_authors"]
+
+
+def _coco_cells(s: pd.DataFrame, method: str) -> list[str]:
+    """The three COCO numbers of a method (marks on the first) and the paper's value."""
+    rows = s[(s["method"] == method) & (s["dataset"] == "coco")]
+    return ([_cell_tex(r, 2, marks=i == 0) for i, (_, r) in enumerate(rows.iterrows())]
+            + [_paper_tex(rows.iloc[0]["paper"], 2)])
+
+
+def _coco_header(s: pd.DataFrame) -> tuple[str, str]:
+    """COCO column heads and the note that says which pipeline and metric each column is."""
+    other = next(m for m in s["metric"] if "." in m).split(".")[0]
+    primary = next(n for n in paper.COCO_PIPELINES if n != other)
+    head = f"{primary} & {other} & {primary}, authors' metric & paper"
+    note = (f"COCO columns: FG-ARI under the {primary} pipeline (the tables' primary pipeline), under the "
+            f"{other} pipeline, and the paper authors' FG-ARI code (64-image batches in file order) under the "
+            f"{primary} pipeline. The paper's COCO values came from the authors' pipeline and FG-ARI code "
+            "(their loader shuffled, so their batches differed).")
+    return head, _tex_escape(note)
+
+
 def _table1_tex(s: pd.DataFrame) -> str:
-    head = (" & \\multicolumn{2}{c}{ColoredMDSprites} & \\multicolumn{2}{c}{COCO} \\\\\n"
-            "\\cmidrule(lr){2-3}\\cmidrule(lr){4-5}\nMethod & ours & paper & ours & paper \\\\\n\\midrule\n")
+    coco_head, coco_note = _coco_header(s[s["dataset"] == "coco"])
+    head = (" & \\multicolumn{2}{c}{ColoredMDSprites} & \\multicolumn{4}{c}{COCO} \\\\\n"
+            "\\cmidrule(lr){2-3}\\cmidrule(lr){4-7}\nMethod & ours & paper & " + coco_head + " \\\\\n\\midrule\n")
     body = ""
     for method in paper.TABLE1_ROWS:
-        cells = []
-        for ds in paper.TABLE1_COLS:
-            row = s[(s["method"] == method) & (s["dataset"] == ds)].iloc[0]
-            cells += [_cell_tex(row, 2), _paper_tex(row["paper"], 2)]
+        row = s[(s["method"] == method) & (s["dataset"] == "cmdsprites")].iloc[0]
+        cells = [_cell_tex(row, 2), _paper_tex(row["paper"], 2)] + _coco_cells(s, method)
         body += paper.LABELS[method] + " & " + " & ".join(cells) + " \\\\\n"
     return _table_env("FG-ARI (\\%) on ColoredMDSprites and COCO (paper Table 1).", "tab:one",
-                      "lrrrr", head + body, _notes(s))
+                      "lrrrrrr", head + body, coco_note + "\\par\n" + _notes(s), colsep="3pt")
 
 
 def _table2_tex(s: pd.DataFrame) -> str:
@@ -225,17 +263,18 @@ def _table2_tex(s: pd.DataFrame) -> str:
 
 
 def _table3_tex(s: pd.DataFrame) -> str:
-    body = "Method & ours & paper \\\\\n\\midrule\n"
+    coco_head, coco_note = _coco_header(s)
+    body = "Method & " + coco_head + " \\\\\n\\midrule\n"
     for method in list(paper.TABLE3) + ["blockmasks"]:
-        row = s[s["method"] == method].iloc[0]
+        cells = _coco_cells(s, method)
         if method == "blockmasks":
             body += "\\midrule\n"
-        ref = f"$\\approx${paper.BLOCKMASKS:.0f}" if method == "blockmasks" else _paper_tex(row["paper"], 2)
+            cells[-1] = f"$\\approx${paper.BLOCKMASKS:.0f} (DINOSAUR's protocol)"
         if method == "dinosaur1024":
-            ref += " (unstable)"
-        body += f"{paper.LABELS[method]} & {_cell_tex(row, 2)} & {ref} \\\\\n"
+            cells[-1] += " (unstable)"
+        body += f"{paper.LABELS[method]} & " + " & ".join(cells) + " \\\\\n"
     return _table_env("FG-ARI (\\%) on COCO for DINOSAUR (paper Table 3); block masks is DINOSAUR's "
-                      "reference baseline.", "tab:three", "lrr", body, _notes(s))
+                      "reference baseline.", "tab:three", "lrrrr", body, coco_note + "\\par\n" + _notes(s), colsep="4pt")
 
 
 def _macro_name(*parts: str) -> str:
@@ -252,6 +291,8 @@ def _number_macros(prefix: str, s: pd.DataFrame, digits: int, by_metric: bool) -
     lines = []
     for _, row in s.iterrows():
         key = (prefix, row["method"], row["metric"]) if by_metric else (prefix, row["dataset"], row["method"])
+        if not by_metric and row["metric"] != "fg_ari":  # COCO's extra columns: other pipeline, authors' metric
+            key += (row["metric"],)
         name = _macro_name(*key)
         fmt = (lambda v: "--" if pd.isna(v) else f"{v:.{digits}f}")
         lines += [f"\\newcommand{{\\{name}Mean}}{{{fmt(row['mean'])}}}",
@@ -267,13 +308,16 @@ def tables(results_dir, out_dir, numbers_path=None) -> dict[str, pd.DataFrame]:
     numbers_path = Path(numbers_path) if numbers_path else out_dir.parent / "numbers.tex"
     metrics, probe = load_results(results_dir, "metrics"), load_results(results_dir, "probe")
     _log(f"{len(metrics)} metrics files, {len(probe)} probing files under {results_dir}")
-    t1 = pd.concat([summarize(metrics, ds, paper.TABLE1_ROWS, ["fg_ari"],
-                              {(m, "fg_ari"): paper.TABLE1[(ds, m)] for m in paper.TABLE1_ROWS})
+    # paper values stand beside the primary pipeline's rows, not the other pipeline's ("dinosaur.fg_ari")
+    cols = {"cmdsprites": ["fg_ari"], "coco": coco_metrics(coco_pipelines(metrics)[1])}
+    t1 = pd.concat([summarize(metrics, ds, paper.TABLE1_ROWS, cols[ds],
+                              {(m, c): paper.TABLE1[(ds, m)] for m in paper.TABLE1_ROWS for c in cols[ds] if "." not in c})
                     for ds in paper.TABLE1_COLS], ignore_index=True)
     t2 = summarize(probe, "cmdsprites", list(paper.TABLE2), paper.TABLE2_COLS,
                    {(m, c): v for m, d in paper.TABLE2.items() for c, v in d.items()})
-    t3 = summarize(metrics, "coco", list(paper.TABLE3) + ["blockmasks"], ["fg_ari"],
-                   {**{(m, "fg_ari"): v for m, v in paper.TABLE3.items()}, ("blockmasks", "fg_ari"): paper.BLOCKMASKS})
+    t3 = summarize(metrics, "coco", list(paper.TABLE3) + ["blockmasks"], cols["coco"],
+                   {(m, c): v for m, v in {**paper.TABLE3, "blockmasks": paper.BLOCKMASKS}.items()
+                    for c in cols["coco"] if "." not in c})
     result = {"table1": t1, "table2": t2, "table3": t3}
     for name, (s, tex) in {"table1": (t1, _table1_tex(t1)), "table2": (t2, _table2_tex(t2)),
                            "table3": (t3, _table3_tex(t3))}.items():
@@ -547,6 +591,7 @@ and the provenance table at the end).
 
 \section{Tables}
 %(tables)s
+%(metric_section)s
 %(claims)s\clearpage
 \section{Figures}
 %(figures)s
@@ -596,6 +641,39 @@ def _provenance_rows(results_dir: Path) -> str:
     return "\n".join(rows) if rows else r"\multicolumn{8}{c}{no result files} \\"
 
 
+def metric_section(results_dir) -> str:
+    """LaTeX: per COCO cell and pipeline, how far the paper authors' FG-ARI code moves the score (seed means)."""
+    df = load_results(results_dir, "metrics")
+    keys = ["fg_ari", "fg_ari_authors", "fg_ari_metric_frac_differ", "fg_ari_metric_mean_diff"]
+    coco = df[df["dataset"] == "coco"] if len(df) else df
+    rows, fracs = [], []
+    for name in paper.COCO_PIPELINES:
+        cols = [f"{name}.{k}" for k in keys]
+        if not set(cols) <= set(coco.columns):
+            continue
+        for method, g in coco.dropna(subset=cols).groupby("method", sort=False):
+            ari, theirs, frac, diff = g[cols].mean()
+            fracs.append(frac)
+            rows.append(f"{paper.LABELS.get(method, method)} & {name} & {len(g)} & {ari:.2f} & {theirs:.2f} & "
+                        f"{100 * frac:.1f} & {diff:+.2f} \\\\")
+    intro = ("The paper's COCO numbers came from the authors' FG-ARI code, which works on one evaluation batch "
+             "at a time: unless some image of the batch has a zero denominator, it scores every image whose "
+             "foreground is a single object 1.0, whatever the prediction. Every COCO metrics file here carries "
+             "both that score (\\texttt{fg\\_ari\\_authors}, consecutive batches of 64 in file order; the authors' "
+             "loader shuffled, so their batches, and scores, varied) and the correct one (\\texttt{fg\\_ari}).")
+    if not rows:
+        return f"\\subsection*{{How much the FG-ARI implementation moves COCO numbers}}\n{intro}\n\nNo COCO metrics file with both scores yet.\n"
+    summary = (f" In this run, {100 * min(fracs):.1f}\\% to {100 * max(fracs):.1f}\\% of the evaluation images "
+               "score differently under the two implementations, depending on cell and pipeline.")
+    return ("\\subsection*{How much the FG-ARI implementation moves COCO numbers}\n" + intro + summary + "\n"
+            "\\begin{table}[htbp]\n\\centering\\small\n\\begin{tabular}{llrrrrr}\n\\toprule\n"
+            "Cell & pipeline & seeds & FG-ARI & authors' FG-ARI & images differing (\\%) & mean diff. (points) \\\\\n"
+            "\\midrule\n" + "\n".join(rows) + "\n\\bottomrule\n\\end{tabular}\n"
+            "\\caption{Per COCO cell and pipeline (means over seeds): the correct FG-ARI, the authors' FG-ARI, the "
+            "share of images whose score differs and the mean per-image difference (authors minus correct).}\n"
+            "\\end{table}\n")
+
+
 def claims_file(claims_dir, name: str) -> Path | None:
     """DIR/<name> of the claims ledger (None without --claims); a missing file is the user's to fix."""
     if claims_dir is None:
@@ -628,7 +706,7 @@ def render_report(tables_dir, figures_dir, results_dir, claims_dir=None) -> str:
     return TEMPLATE % {
         "numbers": numbers.read_text() if numbers.exists() else "",
         "date": time.strftime("%Y-%m-%d %H:%M"), "results": _tex_escape(str(results_dir)),
-        "tables": "\n".join(parts), "figures": "\n".join(figs),
+        "tables": "\n".join(parts), "figures": "\n".join(figs), "metric_section": metric_section(results_dir),
         "claims": f"\\clearpage\n\\section{{Claims}}\n{claims.read_text()}\n" if claims else "",
         "provenance": _provenance_rows(Path(results_dir)),
     }

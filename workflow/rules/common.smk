@@ -28,6 +28,11 @@ TFRECORD = CMD.get("tfrecord", "data/raw/cmdsprites/multi_dsprites_colored_on_co
 COCO = config["data"].get("coco", {"source": "synthetic"})
 COCO_ROOT = COCO.get("root", "data/raw/coco")
 COCO_SPLIT = {"train": COCO.get("train_split", "train2017"), "eval": COCO.get("eval_split", "val2017")}
+# COCO pipelines (docs/fidelity.md "COCO pipelines and FG-ARI"): prepared splits and feature
+# stores are data/coco/{part}-{pipeline} and data/features/{part}-{pipeline}; COCO cells train
+# on the primary pipeline and are evaluated under every pipeline.
+COCO_PIPELINES = COCO.get("pipelines", {})
+COCO_PRIMARY = COCO.get("primary", "authors")
 COCO_ZIPS = {"train2017": "coco_train2017", "val2017": "coco_val2017",
              "annotations_trainval2017": "coco_annotations2017"}  # zip name -> `slotcov download --name`
 FEATURES = config["data"].get("features", {})
@@ -123,10 +128,15 @@ def all_results() -> list[str]:
 
 # --- input functions and flags ---
 def split_inputs(dataset: str, part: str) -> dict:
-    """The prepared split (and, for COCO, its feature store) a train/evaluate job reads."""
+    """The prepared splits (and, for COCO, feature stores) a train/evaluate job reads.
+
+    COCO training reads the primary pipeline only; COCO evaluation reads every pipeline.
+    """
     if dataset == "cmdsprites":
         return {"data": f"data/cmdsprites/{part}"}
-    return {"data": f"data/coco/{part}", "features": f"data/features/{part}"}
+    names = [COCO_PRIMARY] if part == "train" else list(COCO_PIPELINES)
+    out = {f"data_{name}": f"data/coco/{part}-{name}" for name in names}
+    return out | {f"features_{name}": f"data/features/{part}-{name}" for name in names}
 
 
 def train_inputs(wildcards) -> dict:
@@ -137,9 +147,24 @@ def eval_inputs(wildcards) -> dict:
     return split_inputs(wildcards.dataset, "eval")
 
 
-def features_flag(part: str):
-    """`--features DIR` for COCO jobs, nothing for ColoredMDSprites."""
-    return lambda wildcards: f"--features data/features/{part}" if wildcards.dataset == "coco" else ""
+def train_data_flags(wildcards) -> str:
+    """`--data DIR` (and, for COCO, `--features DIR` of the primary pipeline) of a train job."""
+    if wildcards.dataset == "cmdsprites":
+        return "--data data/cmdsprites/train"
+    return f"--data data/coco/train-{COCO_PRIMARY} --features data/features/train-{COCO_PRIMARY}"
+
+
+def coco_pipelines_param(wildcards) -> str:
+    """The COCO pipelines' settings as JSON for COCO evaluations (a rerun trigger), "" otherwise."""
+    return json.dumps(COCO_PIPELINES, sort_keys=True) if wildcards.get("dataset", "coco") == "coco" else ""
+
+
+def eval_data_flags(wildcards) -> str:
+    """`--data DIR` of a ColoredMDSprites evaluation; for COCO one `--pipeline` per pipeline and `--primary`."""
+    if wildcards.get("dataset", "coco") == "cmdsprites":
+        return "--data data/cmdsprites/eval"
+    flags = [f"--pipeline {n} data/coco/eval-{n} data/features/eval-{n}" for n in COCO_PIPELINES]
+    return " ".join(flags + [f"--primary {COCO_PRIMARY}"])
 
 
 def weights_input(wildcards) -> list[str]:

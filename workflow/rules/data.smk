@@ -175,22 +175,25 @@ rule prepare_coco:
         images=lambda wc: f"{COCO_ROOT}/{COCO_SPLIT[wc.part]}",
         annotations=lambda wc: f"{COCO_ROOT}/annotations/instances_{COCO_SPLIT[wc.part]}.json",
     output:
-        directory("data/coco/{part}"),
+        directory("data/coco/{part}-{pipeline}"),
     params:
         root=lambda wc, input: Path(input.annotations).parents[1],
         split=lambda wc: COCO_SPLIT[wc.part],
-        protocol=COCO.get("protocol", "dinosaur"),
+        crop=lambda wc: COCO_PIPELINES[wc.pipeline]["crop"],
+        skip_empty=lambda wc: "--skip-empty" if COCO_PIPELINES[wc.pipeline]["skip_empty"] else "",
         limit=lambda wc: (f"--limit {COCO[f'limit_{wc.part}']}" if COCO.get(f"limit_{wc.part}") else ""),
+    wildcard_constraints:
+        pipeline="|".join(COCO_PIPELINES),
     conda:
         ENV
     log:
-        "logs/data/prepare_coco_{part}.log",
+        "logs/data/prepare_coco_{part}-{pipeline}.log",
     benchmark:
-        "logs/bench/data/prepare_coco_{part}.tsv"
+        "logs/bench/data/prepare_coco_{part}-{pipeline}.tsv"
     threads: res("prepare_coco", "threads")
     resources:
         mem_mb=res("prepare_coco", "mem_mb"),
         runtime=res("prepare_coco", "runtime"),
     shell:
-        "slotcov prepare-coco --root {params.root} --split {params.split} --protocol {params.protocol} "
-        "{params.limit} --workers {threads} --out {output} > {log} 2>&1"
+        "slotcov prepare-coco --root {params.root} --split {params.split} --pipeline {wildcards.pipeline} "
+        "--crop {params.crop} {params.skip_empty} {params.limit} --workers {threads} --out {output} > {log} 2>&1"

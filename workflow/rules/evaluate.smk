@@ -1,5 +1,7 @@
 # Evaluation: FG-ARI / mBO / MSE of each finished run on the evaluation split, plus the
-# evaluation samples the figures draw; coco/blockmasks is scored without training.
+# evaluation samples the figures draw; coco/blockmasks is scored without training. A COCO
+# job evaluates under every COCO pipeline (data/coco/eval-{pipeline}, data/features/eval-{pipeline};
+# the flags come from eval_data_flags in common.smk).
 
 rule evaluate:
     input:
@@ -13,7 +15,8 @@ rule evaluate:
         config=CONFIG,
         cfg=cell_config,
         eval=json.dumps(EVAL, sort_keys=True),
-        features=features_flag("eval"),
+        data=eval_data_flags,
+        pipelines=coco_pipelines_param,  # rerun trigger: a COCO pipeline's settings changed
         batch_size=EVAL.get("batch_size", 64),
         n_samples=EVAL.get("n_samples", 8),
     wildcard_constraints:
@@ -32,18 +35,20 @@ rule evaluate:
     shell:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
         "--run results/runs/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} "
-        "--data {input.data} {params.features} --batch-size {params.batch_size} --n-samples {params.n_samples} "
+        "{params.data} --batch-size {params.batch_size} --n-samples {params.n_samples} "
         "--samples {output.samples} --out {output.metrics} > {log} 2>&1"
 
 
 rule evaluate_blockmasks:
     input:
-        unpack(lambda wc: split_inputs("coco", "eval")),
+        unpack(lambda wc: split_inputs("coco", "eval")),  # every COCO pipeline
     output:
         metrics="results/metrics/coco/blockmasks/seed{seed}.json",
         provenance="results/metrics/coco/blockmasks/seed{seed}.provenance.json",
     params:
         config=CONFIG,
+        data=eval_data_flags,
+        pipelines=coco_pipelines_param,
         num_slots=lambda wc: config.get("datasets", {}).get("coco", {}).get("model", {}).get("num_slots", 7),
         batch_size=EVAL.get("batch_size", 64),
     conda:
@@ -57,8 +62,8 @@ rule evaluate_blockmasks:
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),
     shell:
-        "slotcov evaluate --config {params.config} --cell coco/blockmasks --data {input.data} "
-        "--features {input.features} --batch-size {params.batch_size} --out {output.metrics} > {log} 2>&1"
+        "slotcov evaluate --config {params.config} --cell coco/blockmasks {params.data} "
+        "--batch-size {params.batch_size} --out {output.metrics} > {log} 2>&1"
 
 
 rule evaluate_sweep:
@@ -72,7 +77,7 @@ rule evaluate_sweep:
         config=CONFIG,
         cfg=cell_config,
         eval=json.dumps(EVAL, sort_keys=True),
-        features=features_flag("eval"),
+        data=eval_data_flags,
         batch_size=EVAL.get("batch_size", 64),
     conda:
         ENV
@@ -88,5 +93,5 @@ rule evaluate_sweep:
     shell:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
         "--run results/sweep/runs/{wildcards.dataset}/{wildcards.method}/beta{wildcards.beta}/seed{wildcards.seed} "
-        "--data {input.data} {params.features} --batch-size {params.batch_size} --n-samples 0 "
+        "{params.data} --batch-size {params.batch_size} --n-samples 0 "
         "--out {output.metrics} > {log} 2>&1"

@@ -1,4 +1,5 @@
-# Frozen ViT tokens of the prepared COCO splits (computed once, read by every COCO cell).
+# Frozen ViT tokens of the prepared COCO splits, one store per split and pipeline
+# (data/features/{part}-{pipeline}; computed once, read by every COCO cell).
 
 
 if STAGE_DINO:
@@ -25,20 +26,23 @@ if STAGE_DINO:
 
 rule extract_features:
     input:
-        images="data/coco/{part}",
+        images="data/coco/{part}-{pipeline}",
         weights=weights_input,
     output:
-        directory("data/features/{part}"),
+        directory("data/features/{part}-{pipeline}"),
     params:
         model=VIT,
         weights=VIT_WEIGHTS,
+        normalize=lambda wc: COCO_PIPELINES[wc.pipeline]["normalize"],
         batch_size=FEATURES.get("batch_size", 64),
+    wildcard_constraints:
+        pipeline="|".join(COCO_PIPELINES),
     conda:
         ENV
     log:
-        "logs/features/{part}.log",
+        "logs/features/{part}-{pipeline}.log",
     benchmark:
-        "logs/bench/features/{part}.tsv"
+        "logs/bench/features/{part}-{pipeline}.tsv"
     threads: res("extract_features", "threads")
     resources:
         mem_mb=res("extract_features", "mem_mb"),
@@ -46,4 +50,4 @@ rule extract_features:
         gpu=res("extract_features", "gpu"),
     shell:
         "slotcov extract-features --images {input.images} --model {params.model} --weights {params.weights} "
-        "--batch-size {params.batch_size} --out {output} > {log} 2>&1"
+        "--normalize {params.normalize} --batch-size {params.batch_size} --out {output} > {log} 2>&1"

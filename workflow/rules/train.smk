@@ -12,7 +12,7 @@ rule train:
     params:
         config=CONFIG,
         cfg=cell_config,
-        features=features_flag("train"),
+        data=train_data_flags,
         run="results/runs/{dataset}/{method}/seed{seed}",
     wildcard_constraints:
         method="|".join(TRAINED_METHODS),
@@ -30,7 +30,7 @@ rule train:
     shell:
         "(python workflow/scripts/drop_stale_checkpoint.py {params.run} {params.cfg:q} && "
         "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--seed {wildcards.seed} --data {input.data} {params.features} --out {params.run} --no-progress) "
+        "--seed {wildcards.seed} {params.data} --out {params.run} --no-progress) "
         "> {log} 2>&1"
 
 
@@ -42,7 +42,7 @@ rule train_sweep:
     params:
         config=CONFIG,
         cfg=cell_config,
-        features=features_flag("train"),
+        data=train_data_flags,
         run="results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}",
     conda:
         ENV
@@ -58,5 +58,5 @@ rule train_sweep:
     shell:
         "(python workflow/scripts/drop_stale_checkpoint.py {params.run} {params.cfg:q} && "
         "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--seed {wildcards.seed} --set reg.cov_weight={wildcards.beta} --data {input.data} {params.features} "
+        "--seed {wildcards.seed} --set reg.cov_weight={wildcards.beta} {params.data} "
         "--out {params.run} --no-progress) > {log} 2>&1"

@@ -1,11 +1,12 @@
-"""COCO 2017: FG-ARI targets, the two evaluation protocols, prepared splits, and a synthetic stand-in.
+"""COCO 2017: FG-ARI targets, the two ways of squaring images, prepared splits, and a synthetic stand-in.
 
-Protocols (docs/fidelity.md, "COCO"); record which one produced a number:
-  dinosaur   image: short side 224 bicubic + centre crop 224; targets: short side 320 nearest
-             + centre crop 320 (DINOSAUR's reference protocol).
-  stretched  image stretched to 224x224 bicubic; targets stretched to 128x128 nearest (the authors').
-In both, `image128` (the reconstruction target) is the image brought to 128x128 the same way
-(crop protocol: short side 128 + centre crop; stretched: stretch).
+Crops (`data.coco.pipelines.<name>.crop`, docs/fidelity.md "COCO pipelines and FG-ARI"):
+  center   image: short side 224 bicubic + centre crop 224; targets: short side 320 nearest
+           + centre crop 320 (DINOSAUR's reference protocol).
+  stretch  image stretched to 224x224 bicubic; targets stretched to 128x128 nearest (the authors').
+In both, `image128` (the reconstruction target) is the image brought to 128x128 the same way.
+`skip_empty` drops the images without a non-crowd annotation, as the authors' feature
+extraction did (DINOSAUR keeps them; they have no FG-ARI score either way).
 
 The id map (0 = ignored, 1..M = objects) is computed at the ORIGINAL resolution, overlaps
 already set to 0, and only then resized with nearest-neighbour: resizing the instance masks
@@ -32,10 +33,7 @@ from tqdm import tqdm
 from slotcov.errors import DataError, UserError
 from slotcov.io import write_json
 
-PROTOCOLS = {  # name -> how images/targets are made square, and the target side
-    "dinosaur": dict(square="crop", target=320),
-    "stretched": dict(square="stretch", target=128),
-}
+TARGET_SIZE = {"center": 320, "stretch": 128}  # crop -> side of the FG-ARI target masks
 SYNTHETIC_DESCRIPTION = "slotcov synthetic COCO (slotcov make-coco)"
 
 
@@ -57,20 +55,20 @@ def foreground_ids(coco: COCO, image_id: int) -> np.ndarray:
     return ids
 
 
-def square_image(img: Image.Image, size: int, protocol: str) -> np.ndarray:
-    """uint8 [size,size,3] from a PIL image: bicubic, centre crop (dinosaur) or stretch."""
+def square_image(img: Image.Image, size: int, crop: str) -> np.ndarray:
+    """uint8 [size,size,3] from a PIL image: bicubic, centre crop or stretch."""
     img = img.convert("RGB")
-    if PROTOCOLS[protocol]["square"] == "crop":
+    if crop == "center":
         img = TF.center_crop(TF.resize(img, size, InterpolationMode.BICUBIC), size)
     else:
         img = img.resize((size, size), Image.BICUBIC)
     return np.asarray(img, np.uint8)
 
 
-def square_ids(ids: np.ndarray, size: int, protocol: str) -> np.ndarray:
-    """int32 [size,size] id map resized with nearest: centre crop (dinosaur) or stretch."""
+def square_ids(ids: np.ndarray, size: int, crop: str) -> np.ndarray:
+    """int32 [size,size] id map resized with nearest: centre crop or stretch."""
     img = Image.fromarray(ids.astype(np.int32))
-    if PROTOCOLS[protocol]["square"] == "crop":
+    if crop == "center":
         img = TF.center_crop(TF.resize(img, size, InterpolationMode.NEAREST), size)
     else:
         img = img.resize((size, size), Image.NEAREST)
@@ -81,7 +79,7 @@ _COCO: dict = {}  # the COCO index for worker processes (inherited by fork, neve
 
 
 def _prepare_one(job):
-    image_id, path, protocol = job
+    image_id, path, crop = job
     coco = _COCO["coco"]
     info = coco.imgs[image_id]
     with Image.open(path) as img:
@@ -89,9 +87,9 @@ def _prepare_one(job):
             raise DataError(f"{path}: size {img.size} but the annotations say "
                             f"{(info['width'], info['height'])}; wrong annotation file?")
         img.load()
-        image224 = square_image(img, 224, protocol)
-        image128 = square_image(img, 128, protocol)
-    ids = square_ids(foreground_ids(coco, image_id), PROTOCOLS[protocol]["target"], protocol)
+        image224 = square_image(img, 224, crop)
+        image128 = square_image(img, 128, crop)
+    ids = square_ids(foreground_ids(coco, image_id), TARGET_SIZE[crop], crop)
     return image224, image128, ids
 
 
@@ -106,27 +104,33 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def prepare_split(root: str | os.PathLike, split: str, protocol: str, out_dir: str | os.PathLike,
-                  limit: int | None = None, workers: int = 1) -> Path:
-    """Resize a COCO split (real layout under `root`) for a protocol into memmap arrays in `out_dir`.
+def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str | os.PathLike,
+                  limit: int | None = None, workers: int = 1, skip_empty: bool = False,
+                  pipeline: str = "") -> Path:
+    """Resize a COCO split (real layout under `root`) with a crop into memmap arrays in `out_dir`.
 
     Writes image224.npy uint8 [N,224,224,3], image128.npy uint8 [N,128,128,3],
     true_ids.npy int16 [N,S,S], image_ids.npy int64 [N] and meta.json; images in
-    increasing id order, the first `limit` if given. The directory appears only when complete.
+    increasing id order (without those lacking a non-crowd annotation if `skip_empty`),
+    the first `limit` if given. The directory appears only when complete.
     """
-    if protocol not in PROTOCOLS:
-        raise UserError(f"unknown COCO protocol '{protocol}'; use one of {sorted(PROTOCOLS)}")
+    if crop not in TARGET_SIZE:
+        raise UserError(f"unknown COCO crop '{crop}'; use one of {sorted(TARGET_SIZE)}")
     root, out = Path(root), Path(out_dir)
     ann_file = root / "annotations" / f"instances_{split}.json"
     if not ann_file.exists():
         raise UserError(f"{ann_file} not found; unpack annotations_trainval2017.zip under {root} "
                         "(or run `slotcov make-coco` for the synthetic stand-in)")
     coco = COCO(str(ann_file))
-    image_ids = sorted(coco.imgs)[:limit]
-    n, s = len(image_ids), PROTOCOLS[protocol]["target"]
+    image_ids = sorted(coco.imgs)
+    if skip_empty:
+        image_ids = [i for i in image_ids if any(not a.get("iscrowd", 0) for a in coco.imgToAnns[i])]
+    n_empty_skipped = len(coco.imgs) - len(image_ids)
+    image_ids = image_ids[:limit]
+    n, s = len(image_ids), TARGET_SIZE[crop]
     if n == 0:
-        raise DataError(f"{ann_file}: no images")
-    jobs = [(i, root / split / coco.imgs[i]["file_name"], protocol) for i in image_ids]
+        raise DataError(f"{ann_file}: no images" + (" with a non-crowd annotation" if skip_empty else ""))
+    jobs = [(i, root / split / coco.imgs[i]["file_name"], crop) for i in image_ids]
     missing = [str(p) for _, p, _ in jobs if not p.exists()]
     if missing:
         raise UserError(f"{len(missing)} images of {ann_file.name} missing, e.g. {missing[0]}; "
@@ -143,7 +147,7 @@ def prepare_split(root: str | os.PathLike, split: str, protocol: str, out_dir: s
         pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
         results = pool.imap(_prepare_one, jobs, chunksize=8) if pool else map(_prepare_one, jobs)
         max_objects = 0
-        for k, (a, b, ids) in enumerate(tqdm(results, total=n, desc=f"prepare {split}/{protocol}")):
+        for k, (a, b, ids) in enumerate(tqdm(results, total=n, desc=f"prepare {split}/{crop}")):
             image224[k], image128[k] = a, b
             max_objects = max(max_objects, int(ids.max()))
             if max_objects > np.iinfo(np.int16).max:
@@ -158,7 +162,8 @@ def prepare_split(root: str | os.PathLike, split: str, protocol: str, out_dir: s
         np.save(tmp / "image_ids.npy", np.asarray(image_ids, np.int64))
         description = coco.dataset.get("info", {}).get("description", "")
         write_json(tmp / "meta.json", dict(
-            protocol=protocol, split=split, count=n, target_size=s, image_size=224, recon_size=128,
+            pipeline=pipeline, crop=crop, skip_empty=skip_empty, n_empty_skipped=n_empty_skipped,
+            split=split, count=n, target_size=s, image_size=224, recon_size=128,
             annotation_file=str(ann_file.resolve()), limit=limit,
             dataset_kind="synthetic-coco" if description == SYNTHETIC_DESCRIPTION else "real",
         ))
@@ -345,10 +350,15 @@ def cli_prepare_coco(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="slotcov prepare-coco", description=prepare_split.__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="COCO root with <split>/ and annotations/")
     parser.add_argument("--split", default="val2017", help="train2017 or val2017")
-    parser.add_argument("--protocol", default="dinosaur", choices=sorted(PROTOCOLS))
+    parser.add_argument("--crop", default="center", choices=sorted(TARGET_SIZE),
+                        help="center: short side + centre crop, masks 320 (DINOSAUR); stretch: masks 128 (authors)")
+    parser.add_argument("--skip-empty", action="store_true",
+                        help="drop images without a non-crowd annotation (the authors' feature extraction)")
+    parser.add_argument("--pipeline", default="", help="name of the COCO pipeline, recorded in meta.json")
     parser.add_argument("--out", required=True, help="output directory (replaced atomically)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images by id")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     args = parser.parse_args(argv)
-    print(prepare_split(args.root, args.split, args.protocol, args.out, args.limit, args.workers))
+    print(prepare_split(args.root, args.split, args.crop, args.out, args.limit, args.workers,
+                        args.skip_empty, args.pipeline))
     return 0

@@ -2,7 +2,9 @@
 
 Tokens are the output of the LAST transformer block, before the final LayerNorm, with the
 CLS (prefix) tokens dropped: [N, 196, 768] for ViT-B/16 at 224 (docs/fidelity.md).
-They are computed in float32 and stored as float16.
+They are computed in float32 and stored as float16. The ViT input is the prepared 224x224
+image in [0,1], ImageNet mean/std normalised (`normalize: imagenet`, DINOSAUR) or not
+(`normalize: none`, the paper authors' feature extraction).
 
 Store layout (`out_dir/`): tokens.npy (float16 [N,T,D]), image_ids.npy (int64 [N]) and
 manifest.json (model, weights kind and hash, shape, dtype, per-chunk sha256, complete).
@@ -127,8 +129,14 @@ def _tokens(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.forward_intermediates(x, indices=1, norm=False, output_fmt="NLC", intermediates_only=True)[-1]
 
 
-def _normalise(batch_uint8: np.ndarray, device: torch.device) -> torch.Tensor:
+NORMALIZE = ("imagenet", "none")
+
+
+def _normalise(batch_uint8: np.ndarray, device: torch.device, normalize: str = "imagenet") -> torch.Tensor:
+    """uint8 [B,H,W,3] -> float [B,3,H,W] in [0,1], then ImageNet mean/std unless `normalize` is "none"."""
     x = torch.from_numpy(np.array(batch_uint8)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    if normalize == "none":
+        return x
     mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_DEFAULT_STD, device=device).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -142,12 +150,15 @@ def _pick_device(device: str) -> torch.device:
 
 def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, out_dir: str | os.PathLike,
                      batch_size: int = 64, device: str = "auto", chunk: int = 1024,
-                     image_ids: np.ndarray | None = None, source: str | None = None) -> Path:
+                     image_ids: np.ndarray | None = None, source: str | None = None,
+                     normalize: str = "imagenet") -> Path:
     """Frozen tokens of uint8 [N,H,W,3] images into a feature store at `out_dir` (resumable by chunk).
 
     An up-to-date complete store is left alone; a partial `out_dir.tmp/` with the same
     model, weights, shape and image ids is resumed at the first chunk its manifest lacks.
     """
+    if normalize not in NORMALIZE:
+        raise UserError(f"unknown input normalisation '{normalize}'; use one of {', '.join(NORMALIZE)}")
     images = images_uint8_memmap
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
@@ -158,14 +169,14 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
     dev = _pick_device(device)
     model = model.eval().to(dev)
     with torch.inference_mode():
-        t, d = _tokens(model, _normalise(images[:1], dev)).shape[1:]
+        t, d = _tokens(model, _normalise(images[:1], dev, normalize)).shape[1:]
     n_chunks = -(-n // chunk)
     key = dict(  # what must match for a partial or finished store to be reused
         model=getattr(model, "slotcov_name", type(model).__name__),
         weights=getattr(model, "slotcov_weights", "unknown"),
         weights_sha256=_state_dict_sha256(model),
         shape=[n, int(t), int(d)], dtype="float16", chunk=chunk, n_chunks=n_chunks,
-        image_ids_sha256=hashlib.sha256(ids.tobytes()).hexdigest(),
+        image_ids_sha256=hashlib.sha256(ids.tobytes()).hexdigest(), normalisation=normalize,
     )
 
     def manifest_of(folder: Path) -> dict | None:
@@ -183,7 +194,7 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
         np.save(tmp / "image_ids.npy", ids)
         manifest = dict(key, weights_source=getattr(model, "slotcov_weights_source", "unknown"),
                         layer="last block, no final norm, prefix tokens dropped",
-                        normalisation="imagenet", source=source, device=str(dev), chunks={}, complete=False)
+                        source=source, device=str(dev), chunks={}, complete=False)
         write_json(tmp / "manifest.json", manifest)
     else:
         tokens = open_memmap(tmp / "tokens.npy", "r+")
@@ -195,7 +206,7 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
             start, end = c * chunk, min(n, (c + 1) * chunk)
             for b in range(start, end, batch_size):
                 e = min(end, b + batch_size)
-                tokens[b:e] = _tokens(model, _normalise(images[b:e], dev)).half().cpu().numpy()
+                tokens[b:e] = _tokens(model, _normalise(images[b:e], dev, normalize)).half().cpu().numpy()
                 bar.update(e - b)
             tokens.flush()
             manifest["chunks"][str(c)] = hashlib.sha256(tokens[start:end].tobytes()).hexdigest()
@@ -276,6 +287,8 @@ def cli_extract_features(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     parser.add_argument("--seed", type=int, default=0, help="seed of --weights random")
     parser.add_argument("--chunk", type=int, default=1024, help="images per resumable chunk")
+    parser.add_argument("--normalize", default="imagenet", choices=NORMALIZE,
+                        help="ViT input: ImageNet mean/std (DINOSAUR) or plain [0,1] (the paper authors)")
     args = parser.parse_args(argv)
     split = Path(args.images)
     if not (split / "image224.npy").exists():
@@ -284,6 +297,6 @@ def cli_extract_features(argv: list[str]) -> int:
     ids = np.load(split / "image_ids.npy")
     model = build_vit(args.model, args.weights, args.seed)
     out = extract_features(model, images, args.out, args.batch_size, args.device, args.chunk,
-                           image_ids=ids, source=str(split.resolve()))
+                           image_ids=ids, source=str(split.resolve()), normalize=args.normalize)
     print(out)
     return 0
