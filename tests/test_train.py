@@ -61,7 +61,7 @@ def test_sigterm_checkpoints_and_resumes_exactly(tmp_path):
     with pytest.raises(Preempted, match="SIGTERM at step"):
         train(cfg, tiny_dataset(), tmp_path / "b", progress=False)
     timer.join()
-    ck = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)
+    ck = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)
     assert 0 < ck["step"] < 30
     train(cfg, tiny_dataset(), tmp_path / "b", progress=False)
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
@@ -97,11 +97,11 @@ def test_nonfinite_loss_stops_with_step_and_terms_and_keeps_checkpoint(tmp_path)
     cfg = tiny_cell(steps=12, checkpoint_every=2)
     ds = tiny_dataset()
     train(cfg, ds, tmp_path, progress=False, stop_after=4)
-    good = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    good = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     ds.tensors["image"][:] = float("nan")
     with pytest.raises(NonFiniteLoss, match=r"step 4: non-finite .*loss=nan.*recon=nan.*cov="):
         train(cfg, ds, tmp_path, progress=False)
-    after = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    after = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert after["step"] == 4
     assert_same_weights(good["model"], after["model"])
     assert not (tmp_path / "model.pt").exists()

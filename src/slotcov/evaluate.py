@@ -2,8 +2,8 @@
 
 Predicted masks are resized to the ground-truth resolution (bilinear, as in DINOSAUR's
 protocol) and arg-maxed over slots. Writes a metrics JSON (numbers only), a provenance
-JSON beside it, and a samples NPZ for the figures. `slot_cov` is the covariance loss
-(squared off-diagonal covariance / D^2) of the raw slots of every evaluation image: how
+JSON (--provenance: results/provenance/..., where DVC does not read it as metrics) and a
+samples NPZ for the figures. `slot_cov` is the covariance loss (squared off-diagonal covariance / D^2) of the raw slots of every evaluation image: how
 much the slot dimensions co-vary, the quantity the bottleneck sweep plots against beta.
 """
 from __future__ import annotations
@@ -141,7 +141,9 @@ def cli_evaluate(argv: list[str]) -> int:
     p.add_argument("--run", help="finished run folder (holds model.pt)")
     p.add_argument("--data", required=True, help="prepared evaluation split")
     p.add_argument("--features", help="feature store of the evaluation split (COCO cells)")
-    p.add_argument("--out", required=True, help="metrics JSON; provenance goes to *.provenance.json beside it")
+    p.add_argument("--out", required=True, help="metrics JSON (numbers only: the DVC metrics)")
+    p.add_argument("--provenance", required=True, metavar="PATH",
+                   help="provenance JSON (commit, versions, device, times), e.g. results/provenance/metrics/...")
     p.add_argument("--samples", help="NPZ of the first images, masks and reconstructions (figures)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--n-samples", type=int, default=8)
@@ -165,7 +167,7 @@ def cli_evaluate(argv: list[str]) -> int:
     out = Path(args.out)
     prov = provenance(config, args.cell, cfg, Path(args.run) if args.run else None, Path(args.data),
                       Path(args.features) if args.features else None, device)
-    write_json(out.with_name(out.name.removesuffix(".json") + ".provenance.json"), prov)
+    write_json(args.provenance, prov)
     if samples is not None and args.samples:
         with atomic_path(args.samples, suffix=".npz") as tmp:
             np.savez_compressed(tmp, **samples)

@@ -141,7 +141,9 @@ def cli_probe(argv: list[str]) -> int:
     p.add_argument("--run", required=True, help="finished run folder (model.pt)")
     p.add_argument("--train-data", required=True, help="split whose scenes train the probes")
     p.add_argument("--test-data", required=True, help="held-out split that scores them")
-    p.add_argument("--out", required=True, help="probe JSON; provenance beside it")
+    p.add_argument("--out", required=True, help="probe JSON (numbers only: the DVC metrics)")
+    p.add_argument("--provenance", required=True, metavar="PATH",
+                   help="provenance JSON, e.g. results/provenance/probe/...")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     config = C.load(args.config)
@@ -149,9 +151,7 @@ def cli_probe(argv: list[str]) -> int:
     model, _, cfg = load_trained(args.run, device)
     result = probe_all(model, open_dataset("cmdsprites", args.train_data), open_dataset("cmdsprites", args.test_data),
                        config.get("probe", {}), device)
-    out = Path(args.out)
-    write_json(out.with_name(out.name.removesuffix(".json") + ".provenance.json"),
-               provenance(config, args.cell, cfg, Path(args.run), Path(args.train_data), None, device))
-    write_json(out, result)
+    write_json(args.provenance, provenance(config, args.cell, cfg, Path(args.run), Path(args.train_data), None, device))
+    write_json(args.out, result)
     print(json.dumps({"cell": args.cell, **result}), file=sys.stdout)
     return 0

@@ -65,7 +65,8 @@ def _read_json(path: Path) -> dict:
 def load_results(results_dir, kind: str = "metrics") -> pd.DataFrame:
     """One row per result file under results/{kind}/{dataset}/{method}/seed{N}.json, provenance joined.
 
-    Provenance columns are prefixed `prov_`; `has_prov` says whether the sibling existed.
+    Provenance (results/provenance/{kind}/<same relative path>) columns are prefixed `prov_`;
+    `has_prov` says whether that file existed.
     """
     rows = []
     for path in sorted(Path(results_dir, kind).glob("*/*/seed*.json")):
@@ -73,7 +74,7 @@ def load_results(results_dir, kind: str = "metrics") -> pd.DataFrame:
             continue
         row = {"dataset": path.parent.parent.name, "method": path.parent.name, "seed": _seed_of(path)}
         row.update({k: v for k, v in _read_json(path).items() if isinstance(v, (int, float))})
-        prov_path = path.with_name(path.stem + ".provenance.json")
+        prov_path = Path(results_dir, "provenance", kind, *path.parts[-3:])
         row["has_prov"] = prov_path.exists()
         if row["has_prov"]:
             row.update({f"prov_{k}": str(v) for k, v in _read_json(prov_path).items()})

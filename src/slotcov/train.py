@@ -14,11 +14,13 @@ import contextlib
 import csv
 import json
 import os
+import pickle
 import queue
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -127,12 +129,31 @@ def save_checkpoint(path: Path, **state) -> None:
                         f"and run the same command again to resume") from err
 
 
-def load_checkpoint(path: Path) -> dict:
+CKPT_KEYS = {"ckpt.pt": ("model", "head", "optimizer", "step", "rng", "config", "config_hash"),
+             "model.pt": ("model", "head", "config", "config_hash")}
+
+
+def load_checkpoint(path: Path, fix: str = "delete it and run the same command again to restart the run") -> dict:
+    """A checkpoint (ckpt.pt or model.pt) as data: tensors and plain types only, never code (weights_only).
+
+    Anything else (a pickle that would import or call code, a truncated file, a dict of other
+    keys) is a one-line UserError naming the file and the fix.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        what = "refused to unpickle code" if "weights only" in str(err).lower() else "not a torch file"
+        raise UserError(f"{path}: not a slotcov checkpoint ({what}); {fix}") from None
     except Exception as err:
-        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
-                        f"delete it to restart the run from scratch") from None
+        first = (str(err).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"{path}: checkpoint cannot be read ({type(err).__name__}: {first}); {fix}") from None
+    missing = [k for k in CKPT_KEYS.get(Path(path).name, CKPT_KEYS["model.pt"])
+               if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise UserError(f"{path}: not a slotcov checkpoint (no {', '.join(missing)}); {fix}")
+    return ck
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
@@ -167,7 +188,8 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         torch.set_num_threads(t["threads"])
     final = out / "model.pt"
     digest = config_hash(cfg)
-    if final.exists() and torch.load(final, map_location="cpu", weights_only=False).get("config_hash") == digest:
+    if final.exists() and load_checkpoint(final, "delete it and run the same command again to retrain")[
+            "config_hash"] == digest:
         return final
 
     torch.manual_seed(t["seed"])
@@ -309,7 +331,7 @@ def load_trained(run_dir: str | Path, device: str = "cpu"):
     path = Path(run_dir) / "model.pt"
     if not path.exists():
         raise UserError(f"{path} not found: the run has not finished; train it first (slotcov train)")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(path, "delete it and re-run the train job (slotcov train) that writes it")
     model, head = build_cell(ck["config"])
     model.load_state_dict(ck["model"])
     head.load_state_dict(ck["head"])

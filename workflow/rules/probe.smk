@@ -7,7 +7,8 @@ rule probe:
         train="data/cmdsprites/train",
         test="data/cmdsprites/eval",
     output:
-        "results/probe/cmdsprites/{method}/seed{seed}.json",
+        probe="results/probe/cmdsprites/{method}/seed{seed}.json",
+        provenance="results/provenance/probe/cmdsprites/{method}/seed{seed}.json",
     params:
         config=CONFIG,
         probe=json.dumps(PROBE, sort_keys=True),
@@ -26,4 +27,4 @@ rule probe:
     shell:
         "slotcov probe --config {params.config} --cell cmdsprites/{wildcards.method} "
         "--run results/runs/cmdsprites/{wildcards.method}/seed{wildcards.seed} "
-        "--train-data {input.train} --test-data {input.test} --out {output} > {log} 2>&1"
+        "--train-data {input.train} --test-data {input.test} --out {output.probe} --provenance {output.provenance} > {log} 2>&1"

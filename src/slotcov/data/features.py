@@ -67,9 +67,11 @@ def _state_dict_sha256(model: torch.nn.Module) -> str:
 def _load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load a state dict file (.pth/.bin/.safetensors; timm or original DINO keys) strictly."""
     try:
-        state = load_state_dict(str(path), use_ema=False)
+        state = load_state_dict(str(path), use_ema=False, weights_only=True)  # data only: never runs code
     except Exception as err:
-        raise UserError(f"{path}: cannot read weights ({err}); pass a .pth/.bin/.safetensors state dict") from err
+        first = (str(err).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"{path}: cannot read weights ({type(err).__name__}: {first}); pass a .pth/.bin/.safetensors "
+                        "state dict of tensors") from None
     if "teacher" in state and isinstance(state["teacher"], dict):  # a full DINO training checkpoint
         state = state["teacher"]
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
