@@ -4,6 +4,9 @@ Files in the run folder:
   ckpt.pt    the latest checkpoint (atomic; the previous one stays until the new is complete)
   log.csv    every `log_every` steps: step,lr,loss,recon,cov,var,cos,grad_norm,sec
   model.pt   the final weights, written only when all steps are done
+  events.out.tfevents.*  the log.csv numbers for TensorBoard (preset `monitor.tensorboard: true`)
+Progress: a tqdm bar on a terminal; without one (a Snakemake/SLURM job's log), a plain line
+every `monitor.progress_every_s` seconds at a logged step (slotcov.progress).
 A run restarted on the same folder resumes from ckpt.pt and ends with the same weights
 as an uninterrupted run (same seed, CPU): batches are a function of (seed, step) and the
 RNG states travel in the checkpoint.
@@ -33,6 +36,7 @@ from slotcov.config import config_hash
 from slotcov.errors import UserError
 from slotcov.io import atomic_path, remove_temps
 from slotcov.losses import regulariser_terms, weighted_total
+from slotcov.progress import MONITOR, ProgressLine, monitor_settings
 
 LOG_COLUMNS = ["step", "lr", "loss", "recon", "cov", "var", "cos", "grad_norm", "sec"]
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job was asked to stop and checkpointed; resubmit to resume
@@ -171,13 +175,25 @@ def _truncate_log(path: Path, last_step: int) -> None:
         csv.writer(fh).writerows(keep)
 
 
+def _tensorboard(out: Path, step: int):
+    """A SummaryWriter on the run folder; a resumed run purges the events after its checkpoint's step."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # imported only when asked for
+    except ImportError as err:
+        raise UserError(f"monitor.tensorboard: true needs the tensorboard package ({err}); "
+                        "pip install -r envs/requirements.lock, or set monitor.tensorboard: false") from None
+    return SummaryWriter(log_dir=str(out), purge_step=step or None, flush_secs=30)
+
+
 def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progress: bool = True,
-          stop_after: int | None = None) -> Path:
+          stop_after: int | None = None, monitor: dict | None = None) -> Path:
     """Train the cell `cfg` on `dataset` into `out_dir`; return the path of model.pt.
 
     Resumes from out_dir/ckpt.pt when present. `stop_after` ends the process's work after
-    that many steps (as if preempted, without the signal): used by tests.
+    that many steps (as if preempted, without the signal): used by tests. `monitor`: the
+    preset's progress/TensorBoard settings (slotcov.progress.MONITOR); they move no number.
     """
+    monitor = {**MONITOR, **(monitor or {})}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("ckpt.pt", "model.pt", "log.csv"):
@@ -219,6 +235,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
     compile_ = t.get("compile", "auto")
     forward = torch.compile(model) if compile_ is True or (compile_ == "auto" and dev.type == "cuda") else model
+    board = _tensorboard(out, step) if monitor["tensorboard"] else None  # before anything the finally undoes
     state = {"signal": None}
 
     def on_signal(signum, _frame):
@@ -239,8 +256,9 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         log.writerow(LOG_COLUMNS)
     stop = t["steps"] if stop_after is None else min(t["steps"], step + stop_after)
     feeder = Prefetcher(dataset, step, stop, t["batch_size"], t["seed"], dev)
-    bar = tqdm(total=t["steps"], initial=step, desc=f"train {out}", disable=not progress, dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=t["steps"], initial=step, desc=f"train {out}", disable=not (progress and tty), dynamic_ncols=True)
+    lines = ProgressLine(f"train {out}", t["steps"], step, monitor["progress_every_s"]) if progress and not tty else None
     t0 = time.time()
     pending = None
 
@@ -258,6 +276,11 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
                          + [f"{time.time() - t0:.3f}"])
             log_fh.flush()
             bar.set_postfix(loss=f"{named['loss']:.4g}", recon=f"{named['recon']:.4g}")
+            if lines is not None:
+                lines.update(at + 1, force=at + 1 == t["steps"], loss=f"{named['loss']:.5g}")
+            if board is not None:
+                for k, v in {"lr": lr, **named}.items():
+                    board.add_scalar(k, v, at + 1)
 
     try:
         while step < stop:
@@ -322,6 +345,8 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         feeder.close()
         bar.close()
         log_fh.close()
+        if board is not None:
+            board.close()
         for s, h in handlers.items():
             signal.signal(s, h)
 
@@ -355,7 +380,8 @@ def cli_train(argv: list[str]) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a cell setting, e.g. --set reg.cov_weight=0.1 (repeatable)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (terminal) or progress lines (log: every monitor.progress_every_s seconds)")
     args = p.parse_args(argv)
     config = C.load(args.config)
     overrides = C.deep_merge(C.parse_set(args.set), {"train": {"seed": args.seed}})
@@ -364,7 +390,8 @@ def cli_train(argv: list[str]) -> int:
     C.check_cell(cfg, args.cell, args.config)
     dataset = open_dataset(args.cell.split("/")[0], args.data, args.features)
     try:
-        path = train(cfg, dataset, args.out, args.device, progress=not args.no_progress)
+        path = train(cfg, dataset, args.out, args.device, progress=not args.no_progress,
+                     monitor=monitor_settings(config))
     except Preempted as err:
         print(f"slotcov train: {err}", file=sys.stderr)
         return EXIT_PREEMPTED
