@@ -147,9 +147,9 @@ def load_checkpoint(path: Path, fix: str = "delete it and run the same command a
         with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
             warnings.simplefilter("ignore")
             ck = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        what = "refused to unpickle code" if "weights only" in str(err).lower() else "not a torch file"
-        raise UserError(f"{path}: not a slotcov checkpoint ({what}); {fix}") from None
+    except pickle.UnpicklingError:  # code (a global, a reduce) or bytes that are no pickle of plain data
+        raise UserError(f"{path}: not a slotcov checkpoint (refused to unpickle anything but tensors and plain "
+                        f"values: it could run code); {fix}") from None
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0][:120]
         raise UserError(f"{path}: checkpoint cannot be read ({type(err).__name__}: {first}); {fix}") from None
