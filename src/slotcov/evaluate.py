@@ -3,8 +3,9 @@
 Predicted masks are resized to the ground-truth resolution (bilinear, as in DINOSAUR's
 protocol) and arg-maxed over slots. Writes a metrics JSON (numbers only), a provenance
 JSON (--provenance: results/provenance/..., where DVC does not read it as metrics) and a
-samples NPZ for the figures. `slot_cov` is the covariance loss (squared off-diagonal covariance / D^2) of the raw slots of every evaluation image: how
-much the slot dimensions co-vary, the quantity the bottleneck sweep plots against beta.
+samples NPZ for the figures. `slot_cov` is the covariance loss (squared off-diagonal
+covariance / D^2) of the raw slots of every evaluation image: how much the slot dimensions
+co-vary, the quantity the bottleneck sweep plots against beta.
 """
 from __future__ import annotations
 

@@ -258,7 +258,8 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     feeder = Prefetcher(dataset, step, stop, t["batch_size"], t["seed"], dev)
     tty = sys.stderr.isatty()
     bar = tqdm(total=t["steps"], initial=step, desc=f"train {out}", disable=not (progress and tty), dynamic_ncols=True)
-    lines = ProgressLine(f"train {out}", t["steps"], step, monitor["progress_every_s"]) if progress and not tty else None
+    lines = ProgressLine(f"train {out}", t["steps"], step, monitor["progress_every_s"]) \
+        if progress and not tty else None  # a job's log: plain lines instead of a bar
     t0 = time.time()
     pending = None
 

@@ -27,4 +27,5 @@ rule probe:
     shell:
         "slotcov probe --config {params.config} --cell cmdsprites/{wildcards.method} "
         "--run results/runs/cmdsprites/{wildcards.method}/seed{wildcards.seed} "
-        "--train-data {input.train} --test-data {input.test} --out {output.probe} --provenance {output.provenance} > {log} 2>&1"
+        "--train-data {input.train} --test-data {input.test} --out {output.probe} "
+        "--provenance {output.provenance} > {log} 2>&1"
