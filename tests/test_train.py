@@ -189,3 +189,19 @@ def test_tensorboard_event_files_hold_the_logged_loss(cli_split, tmp_path):
     logged = pd.read_csv(run / "log.csv")
     assert [e.step for e in loss] == logged["step"].tolist()
     assert [e.value for e in loss] == pytest.approx(logged["loss"].tolist(), rel=1e-4)
+
+
+def test_tensorboard_after_a_resume_holds_each_step_once(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg, board = tiny_cell(steps=8, checkpoint_every=10), {"tensorboard": True}
+    train(cfg, tiny_dataset(), tmp_path, progress=False, stop_after=3, monitor=board)  # checkpoint at step 3
+    at3 = (tmp_path / "ckpt.pt").read_bytes()
+    train(cfg, tiny_dataset(), tmp_path, progress=False, stop_after=2, monitor=board)  # logs steps 4, 5
+    (tmp_path / "ckpt.pt").write_bytes(at3)  # as if killed after step 5 with the last checkpoint at 3
+    train(cfg, tiny_dataset(), tmp_path, progress=False, monitor=board)  # resumes at 3: steps 4, 5 again
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    logged = pd.read_csv(tmp_path / "log.csv")
+    assert [e.step for e in events.Scalars("loss")] == logged["step"].tolist() == list(range(1, 9))
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx(logged["loss"].tolist(), rel=1e-4)

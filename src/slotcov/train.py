@@ -176,13 +176,13 @@ def _truncate_log(path: Path, last_step: int) -> None:
 
 
 def _tensorboard(out: Path, step: int):
-    """A SummaryWriter on the run folder; a resumed run purges the events after its checkpoint's step."""
+    """A SummaryWriter on the run folder that drops the events of steps after `step` (a killed run logged them)."""
     try:
         from torch.utils.tensorboard import SummaryWriter  # imported only when asked for
     except ImportError as err:
         raise UserError(f"monitor.tensorboard: true needs the tensorboard package ({err}); "
                         "pip install -r envs/requirements.lock, or set monitor.tensorboard: false") from None
-    return SummaryWriter(log_dir=str(out), purge_step=step or None, flush_secs=30)
+    return SummaryWriter(log_dir=str(out), purge_step=step + 1, flush_secs=30)
 
 
 def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progress: bool = True,
