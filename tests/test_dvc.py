@@ -32,6 +32,30 @@ def commit(repo, message: str) -> None:
     run(repo, "git", "commit", "-q", "-m", message)
 
 
+def provenance_fields(repo) -> set[str]:
+    """The fields of a provenance file the run wrote (results/provenance/, outside the metrics folders)."""
+    path = repo / TARGETS[0].replace("results/", "results/provenance/", 1)
+    assert not (repo / TARGETS[0].replace(".json", ".provenance.json")).exists()
+    fields = set(json.loads(path.read_text()))
+    assert {"git_commit", "evaluated_at", "versions", "wall_time_s"} <= fields, fields
+    return fields
+
+
+def keys_of(obj) -> set[str]:
+    """Every mapping key anywhere in a JSON document."""
+    if isinstance(obj, dict):
+        return set(obj) | {k for v in obj.values() for k in keys_of(v)}
+    return {k for v in obj for k in keys_of(v)} if isinstance(obj, list) else set()
+
+
+def test_metrics_show_lists_result_numbers_only(finished_repo):
+    shown = json.loads(dvc(finished_repo, "metrics", "show", "--json").stdout)
+    keys = keys_of(shown)
+    assert {TARGETS[0], TARGETS[1], "fg_ari", "mbo"} <= keys, shown
+    assert not keys & provenance_fields(finished_repo), keys & provenance_fields(finished_repo)
+    assert not any("provenance" in k for k in keys), keys
+
+
 def test_metrics_diff_reports_the_changed_cell(finished_repo):
     repo = finished_repo
     commit(repo, "baseline")
@@ -44,10 +68,12 @@ def test_metrics_diff_reports_the_changed_cell(finished_repo):
     commit(repo, "covloss: half the covariance weight")
 
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--json").stdout)
-    assert "results/metrics/cmdsprites/covloss/seed0.json" in diff
+    assert set(diff) == {"results/metrics/cmdsprites/covloss/seed0.json"}, diff  # sa was not re-run
     changed = diff["results/metrics/cmdsprites/covloss/seed0.json"]
     assert any(isinstance(v.get("diff"), (int, float)) for v in changed.values()), changed
-    assert not any("/sa/" in path for path in diff), diff  # sa was not re-run
+    prov = provenance_fields(repo)
+    assert not set(changed) & prov, changed  # numbers only: no commit, time stamp, versions, wall time
+    assert all(isinstance(v.get("new"), (int, float)) for v in changed.values()), changed
     params = json.loads(dvc(repo, "params", "diff", "HEAD~1", "--json").stdout)
     assert any(key.endswith("cmdsprites/covloss.reg.cov_weight") for key in params[PRESET]), params
 

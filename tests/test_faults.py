@@ -125,7 +125,7 @@ def kill_trials(root: Path, plan: list) -> list:
         ck = out / "ckpt.pt"
         results.append({"folder": folder, "kind": kind, "target": target, "at": at, "killed": killed,
                         "exit": None if killed else os.WEXITSTATUS(status),
-                        "ckpt_step": torch.load(ck, weights_only=False)["step"] if ck.exists() else None,
+                        "ckpt_step": torch.load(ck, weights_only=True)["step"] if ck.exists() else None,
                         "model": (out / "model.pt").exists(), "temps_before": temps_before,
                         "temps_after": len(list(out.glob(".*.tmp*"))), "sec": round(time.time() - t0, 2)})
     return results
@@ -359,7 +359,7 @@ def test_sigterm_and_sigusr1_through_the_cli_exit_75_and_resume(replica, server,
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_PREEMPTED, err
-    first = torch.load(out / "ckpt.pt", weights_only=False)["step"]
+    first = torch.load(out / "ckpt.pt", weights_only=True)["step"]
     assert f"SIGTERM at step {first}: checkpoint written to {out / 'ckpt.pt'}" in err
 
     pid = server.start(args, tmp_path)
@@ -369,7 +369,7 @@ def test_sigterm_and_sigusr1_through_the_cli_exit_75_and_resume(replica, server,
     os.kill(pid, signal.SIGUSR1)
     code, err = server.wait(tmp_path)
     assert code == EXIT_PREEMPTED, err
-    second = torch.load(out / "ckpt.pt", weights_only=False)["step"]
+    second = torch.load(out / "ckpt.pt", weights_only=True)["step"]
     assert f"SIGUSR1 at step {second}: checkpoint written" in err and 0 < first < second < 30
 
     code, err = server.cli(args, tmp_path)
@@ -409,7 +409,7 @@ def test_full_disk_while_saving_keeps_the_previous_file(replica, tmp_path, monke
     assert _train_cli(replica, out) == 2
     line = _one_line_error(capsys.readouterr().err)
     assert "No space left on device" in line and str(out / victim) in line and "intact" in line
-    ck = torch.load(out / "ckpt.pt", weights_only=False)  # loadable
+    ck = torch.load(out / "ckpt.pt", weights_only=True)  # loadable
     assert ck["step"] == (4 if victim == "ckpt.pt" else 8)
     assert not (out / "model.pt").exists() and _no_temps(out) == []
     monkeypatch.setattr(torch, "save", real_save)
@@ -473,9 +473,10 @@ def test_evaluate_outputs_are_never_half_written(replica, tmp_path, monkeypatch)
     train(_cfg(replica, steps=2), MDSpritesArrays(replica / "train"), run, device="cpu", progress=False)
     m, s = tmp_path / "metrics" / "seed0.json", tmp_path / "samples" / "seed0.npz"
     argv = ["evaluate", "--config", str(replica / "preset.yaml"), "--cell", "cmdsprites/sa", "--run", str(run),
-            "--data", str(replica / "train"), "--out", str(m), "--samples", str(s), "--device", "cpu"]
+            "--data", str(replica / "train"), "--out", str(m), "--samples", str(s), "--device", "cpu",
+            "--provenance", str(tmp_path / "provenance" / "seed0.json")]
     assert main(argv) == 0
-    prov = m.with_name("seed0.provenance.json")
+    prov = tmp_path / "provenance" / "seed0.json"
     good = {p: p.read_bytes() for p in (m, s, prov)}
     # the samples NPZ fails halfway; then the metrics JSON fails halfway
     real_savez = np.savez_compressed
@@ -700,7 +701,8 @@ BAD = {  # name: (argv builder(tmp_path), what the one line must name)
                                    "--weights", str(p / "dino.pth"), "--out", str(p / "f")],
                         "dino.pth not found"),
     "unfinished run": (lambda p: ["evaluate", "--config", str(ROOT / "config/test.yaml"), "--cell", "cmdsprites/sa",
-                                  "--run", str(p / "run"), "--data", _fake_mdsprites(p), "--out", str(p / "m.json")],
+                                  "--run", str(p / "run"), "--data", _fake_mdsprites(p), "--out", str(p / "m.json"),
+                                  "--provenance", str(p / "prov.json")],
                        "model.pt not found: the run has not finished"),
 }
 
@@ -747,7 +749,7 @@ def test_nonfinite_gradient_with_finite_loss_stops(tmp_path, monkeypatch, grad_c
 
     cfg = tiny_cell(steps=12, grad_clip=grad_clip)
     T.train(cfg, tiny_dataset(), tmp_path, progress=False, stop_after=4)
-    good = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    good = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     real_build = T.build_cell
 
     def build(c):
@@ -761,7 +763,7 @@ def test_nonfinite_gradient_with_finite_loss_stops(tmp_path, monkeypatch, grad_c
     msg = str(info.value)
     loss = float(msg.split("loss=")[1].split(",")[0])
     assert msg.startswith("step 4: non-finite") and np.isfinite(loss) and "grad_norm=inf" in msg.replace("nan", "inf")
-    after = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    after = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert after["step"] == 4
     assert_same_weights(good["model"], after["model"])
 

@@ -190,3 +190,16 @@ def test_cli_on_prepared_coco(tmp_path, monkeypatch):
     np.testing.assert_array_equal(b["features"].numpy(), FeatureStore(tmp_path / "f")[np.array([2, 0])])
     with pytest.raises(UserError, match="prepare-coco"):
         cli_extract_features(["--images", str(tmp_path), "--out", str(tmp_path / "g")])
+
+
+def test_extraction_without_a_terminal_logs_progress_lines(tmp_path, images, capsys):
+    """A job's log (stderr not a terminal) gets plain lines, at most every progress_every_s seconds."""
+    import re
+
+    extract_features(tiny_vit(), images, tmp_path / "feat", batch_size=4, device="cpu", chunk=8, progress_every_s=0)
+    err = capsys.readouterr().err
+    line = re.compile(rf"features {re.escape(str(tmp_path / 'feat'))}: image (\d+)/23 \(\d+\.\d%\) \S+ img/s ETA \S+")
+    found = [line.fullmatch(ln) for ln in err.splitlines()]
+    assert all(found) and [int(m[1]) for m in found] == [4, 8, 12, 16, 20, 23], err  # every batch, no bar
+    extract_features(tiny_vit(), images, tmp_path / "feat2", batch_size=4, device="cpu", chunk=8)  # default: 60 s
+    assert len(capsys.readouterr().err.splitlines()) == 2  # the first batch and the last

@@ -23,7 +23,9 @@ def write_cell(results, kind, dataset, method, seed, values, **prov):
     path.write_text(json.dumps(values))
     defaults = {"protocol": "cmdsprites" if dataset == "cmdsprites" else "authors", "dataset_kind": "real",
                 "encoder_weights": "none" if dataset == "cmdsprites" else "dino"}
-    path.with_name(f"seed{seed}.provenance.json").write_text(json.dumps({**PROV, **defaults, **prov}))
+    prov_path = results / "provenance" / kind / dataset / method / f"seed{seed}.json"
+    prov_path.parent.mkdir(parents=True, exist_ok=True)
+    prov_path.write_text(json.dumps({**PROV, **defaults, **prov}))
     return path
 
 
@@ -163,7 +165,7 @@ def test_tables_follow_the_files(tmp_path):
     assert cell(t["table3"], "dinosaur", metric="fg_ari")["n"] == 0
     assert re.search(r"DINOSAUR & -- & -- & -- & 43\.86", (out / "table3.tex").read_text())
     assert "40.00" not in (out / "table3.tex").read_text()
-    (results / "metrics" / "cmdsprites" / "covloss" / "seed0.provenance.json").unlink()
+    (results / "provenance" / "metrics" / "cmdsprites" / "covloss" / "seed0.json").unlink()
     t = reports.tables(results, out)
     assert cell(t["table1"], "covloss", "cmdsprites")["marks"] == "noprov"
 

@@ -171,7 +171,7 @@ def test_test_preset_cell_runs_through_sbatch(tmp_path):
     run_snakemake(SLURM_PROFILE, repo, targets, [*TEST_ARGS, "--configfile", "config/test.yaml"], timeout=900)
 
     for out in targets:
-        prov = json.loads((repo / out.replace(".json", ".provenance.json")).read_text())
+        prov = json.loads((repo / out.replace("results/", "results/provenance/", 1)).read_text())
         job = prov["slurm_job_id"]
         assert job.isdigit(), f"{out} was not computed inside a SLURM job: {prov}"
         info = scontrol_job(job)

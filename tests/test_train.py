@@ -1,5 +1,7 @@
-"""The trainer: loss falls, schedule, exact resume after preemption or kill, non-finite stops."""
+"""The trainer: loss falls, schedule, exact resume after preemption or kill, non-finite stops, progress."""
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from slotcov.errors import UserError
 from slotcov.train import NonFiniteLoss, Preempted, batch_indices, lr_at, train
@@ -63,7 +66,7 @@ def test_sigterm_checkpoints_and_resumes_exactly(tmp_path):
     with pytest.raises(Preempted, match="SIGTERM at step"):
         train(cfg, tiny_dataset(), tmp_path / "b", progress=False)
     timer.join()
-    ck = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)
+    ck = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)
     assert 0 < ck["step"] < 30
     train(cfg, tiny_dataset(), tmp_path / "b", progress=False)
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
@@ -99,11 +102,11 @@ def test_nonfinite_loss_stops_with_step_and_terms_and_keeps_checkpoint(tmp_path)
     cfg = tiny_cell(steps=12, checkpoint_every=2)
     ds = tiny_dataset()
     train(cfg, ds, tmp_path, progress=False, stop_after=4)
-    good = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    good = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     ds.tensors["image"][:] = float("nan")
     with pytest.raises(NonFiniteLoss, match=r"step 4: non-finite .*loss=nan.*recon=nan.*cov="):
         train(cfg, ds, tmp_path, progress=False)
-    after = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    after = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert after["step"] == 4
     assert_same_weights(good["model"], after["model"])
     assert not (tmp_path / "model.pt").exists()
@@ -120,3 +123,87 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     train(tiny_cell(steps=12), tiny_dataset(), tmp_path, progress=False, stop_after=4)
     with pytest.raises(UserError, match="different config"):
         train(tiny_cell(steps=12, lr=1e-3), tiny_dataset(), tmp_path, progress=False)
+
+
+# ---------------------------------------------------------------- progress in a job's log, TensorBoard
+
+PROGRESS = re.compile(r"train (\S+): step (\d+)/(\d+) \((\d+\.\d)%\) loss (\S+) (\S+) it/s ETA (\S+)")
+
+
+@pytest.fixture(scope="module")
+def cli_split(tmp_path_factory):
+    """A tiny ColoredMDSprites split and a copy of the test preset for `slotcov train` (4 steps)."""
+    from slotcov.data.mdsprites import convert_split, make_mdsprites
+
+    p = tmp_path_factory.mktemp("cli")
+    make_mdsprites(8, 0, p / "r.tfrecords", workers=1)
+    split = convert_split(p / "r.tfrecords", 0, 8, p / "split", resolution=16)
+    return p, split
+
+
+def train_cli(p: Path, split: Path, out: Path, monitor: dict) -> subprocess.CompletedProcess:
+    """`slotcov train` in a child whose stderr is a pipe (no terminal), as under Snakemake or SLURM."""
+    preset = yaml.safe_load((HERE.parent / "config/test.yaml").read_text())
+    preset["datasets"]["cmdsprites"]["train"].update(steps=4, log_every=1, checkpoint_every=2)
+    preset["monitor"] = monitor
+    (p / "preset.yaml").write_text(yaml.safe_dump(preset))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([str(Path(sys.executable).with_name("slotcov")), "train", "--config", str(p / "preset.yaml"),
+                           "--cell", "cmdsprites/sa", "--data", str(split), "--out", str(out), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_a_job_without_terminal_logs_progress_lines(cli_split, tmp_path):
+    proc = train_cli(*cli_split, tmp_path / "run", {"progress_every_s": 0})
+    assert proc.returncode == 0, proc.stderr
+    found = [PROGRESS.fullmatch(line) for line in proc.stderr.splitlines()]
+    assert all(found), proc.stderr  # nothing else: no tqdm bar, no carriage returns
+    assert [int(m[2]) for m in found] == [1, 2, 3, 4] and {m[3] for m in found} == {"4"}
+    assert found[-1][4] == "100.0" and found[-1][7] == "0s" and found[0][1] == str(tmp_path / "run")
+    logged = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert [float(m[5]) for m in found] == pytest.approx(logged["loss"].tolist(), rel=1e-4)
+    assert all(float(m[6]) > 0 for m in found)
+    assert not list((tmp_path / "run").glob("events.out.tfevents.*"))  # TensorBoard is opt-in
+
+
+def test_progress_lines_keep_their_cadence():
+    from slotcov.progress import ProgressLine, format_eta
+
+    out = io.StringIO()
+    lines = ProgressLine("train x", 500_000, 0, every_s=3600, stream=out)
+    assert lines.update(100, loss="0.1") and not lines.update(200, loss="0.1")  # the first, then one an hour
+    assert lines.update(500_000, force=True, loss="0.05")
+    assert out.getvalue().count("\n") == 2 and "step 500000/500000 (100.0%) loss 0.05 " in out.getvalue()
+    assert [format_eta(s) for s in (42, 245, 39780, 183600)] == ["42s", "4m05s", "11h03m", "2d03h"]
+
+
+def test_tensorboard_event_files_hold_the_logged_loss(cli_split, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    proc = train_cli(*cli_split, run, {"tensorboard": True})
+    assert proc.returncode == 0, proc.stderr
+    assert list(run.glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert {"loss", "recon", "lr", "grad_norm"} <= set(events.Tags()["scalars"])
+    loss = events.Scalars("loss")
+    logged = pd.read_csv(run / "log.csv")
+    assert [e.step for e in loss] == logged["step"].tolist()
+    assert [e.value for e in loss] == pytest.approx(logged["loss"].tolist(), rel=1e-4)
+
+
+def test_tensorboard_after_a_resume_holds_each_step_once(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg, board = tiny_cell(steps=8, checkpoint_every=10), {"tensorboard": True}
+    train(cfg, tiny_dataset(), tmp_path, progress=False, stop_after=3, monitor=board)  # checkpoint at step 3
+    at3 = (tmp_path / "ckpt.pt").read_bytes()
+    train(cfg, tiny_dataset(), tmp_path, progress=False, stop_after=2, monitor=board)  # logs steps 4, 5
+    (tmp_path / "ckpt.pt").write_bytes(at3)  # as if killed after step 5 with the last checkpoint at 3
+    train(cfg, tiny_dataset(), tmp_path, progress=False, monitor=board)  # resumes at 3: steps 4, 5 again
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    logged = pd.read_csv(tmp_path / "log.csv")
+    assert [e.step for e in events.Scalars("loss")] == logged["step"].tolist() == list(range(1, 9))
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx(logged["loss"].tolist(), rel=1e-4)

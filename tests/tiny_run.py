@@ -38,7 +38,7 @@ def tiny_dataset() -> InMemory:
 
 def weights(run) -> dict:
     """The final model weights of a run folder."""
-    return torch.load(Path(run) / "model.pt", weights_only=False)["model"]
+    return torch.load(Path(run) / "model.pt", weights_only=True)["model"]
 
 
 def assert_same_weights(a: dict, b: dict):

@@ -2,7 +2,8 @@
 
 Predicted masks are resized to the ground-truth resolution (bilinear, as in DINOSAUR's
 protocol, or nearest, as in the paper authors' DINOSAUR evaluation) and arg-maxed over slots.
-Writes a metrics JSON (numbers only), a provenance JSON beside it, and a samples NPZ for the figures.
+Writes a metrics JSON (numbers only), a provenance JSON (--provenance: results/provenance/...,
+where DVC does not read it as metrics) and a samples NPZ for the figures.
 
 A COCO cell is evaluated under every COCO pipeline given (`--pipeline NAME DATA FEATURES`,
 docs/fidelity.md "COCO pipelines and FG-ARI"): the metrics JSON holds the primary pipeline's
@@ -185,7 +186,9 @@ def cli_evaluate(argv: list[str]) -> int:
     p.add_argument("--pipeline", nargs=3, action="append", metavar=("NAME", "DATA", "FEATURES"), default=[],
                    help="COCO: a pipeline of data.coco.pipelines, its prepared split and feature store (repeatable)")
     p.add_argument("--primary", help="COCO: the pipeline whose numbers go to the top level (default: the first)")
-    p.add_argument("--out", required=True, help="metrics JSON; provenance goes to *.provenance.json beside it")
+    p.add_argument("--out", required=True, help="metrics JSON (numbers only: the DVC metrics)")
+    p.add_argument("--provenance", required=True, metavar="PATH",
+                   help="provenance JSON (commit, versions, device, times), e.g. results/provenance/metrics/...")
     p.add_argument("--samples", help="NPZ of the first images, masks and reconstructions (figures; primary pipeline)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--n-samples", type=int, default=8)
@@ -226,7 +229,7 @@ def cli_evaluate(argv: list[str]) -> int:
                       Path(feats) if feats else None, device)
     if coco:
         prov["eval_pipelines"] = ", ".join(runs)
-    write_json(out.with_name(out.name.removesuffix(".json") + ".provenance.json"), prov)
+    write_json(args.provenance, prov)
     if samples is not None and args.samples:
         with atomic_path(args.samples, suffix=".npz") as tmp:
             np.savez_compressed(tmp, **samples)

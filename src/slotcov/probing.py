@@ -250,16 +250,16 @@ def cli_probe(argv: list[str]) -> int:
     p.add_argument("--cell", required=True, help="cmdsprites/METHOD")
     p.add_argument("--run", required=True, help="finished run folder (model.pt)")
     p.add_argument("--data", required=True, help="the probe split: training, validation, then test scenes")
-    p.add_argument("--out", required=True, help="probe JSON; provenance beside it")
+    p.add_argument("--out", required=True, help="probe JSON (numbers only: the DVC metrics)")
+    p.add_argument("--provenance", required=True, metavar="PATH",
+                   help="provenance JSON, e.g. results/provenance/probe/...")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     config = C.load(args.config)
     device = str(resolve_device(args.device))
     model, _, cfg = load_trained(args.run, device)
     result = probe_all(model, open_dataset("cmdsprites", args.data), config.get("probe", {}), device)
-    out = Path(args.out)
-    write_json(out.with_name(out.name.removesuffix(".json") + ".provenance.json"),
-               provenance(config, args.cell, cfg, Path(args.run), Path(args.data), None, device))
-    write_json(out, result)
+    write_json(args.provenance, provenance(config, args.cell, cfg, Path(args.run), Path(args.data), None, device))
+    write_json(args.out, result)
     print(json.dumps({"cell": args.cell, **result}), file=sys.stdout)
     return 0

@@ -67,7 +67,8 @@ def _read_json(path: Path) -> dict:
 def load_results(results_dir, kind: str = "metrics") -> pd.DataFrame:
     """One row per result file under results/{kind}/{dataset}/{method}/seed{N}.json, provenance joined.
 
-    Provenance columns are prefixed `prov_`; `has_prov` says whether the sibling existed. A COCO
+    Provenance (results/provenance/{kind}/<same relative path>) columns are prefixed `prov_`;
+    `has_prov` says whether that file existed. A COCO
     file's pipeline sections become columns `<pipeline>.<key>` (`dinosaur.fg_ari`), its primary
     pipeline's name the column `pipeline`.
     """
@@ -82,7 +83,7 @@ def load_results(results_dir, kind: str = "metrics") -> pd.DataFrame:
             row.update({f"{name}.{k}": v for k, v in section.items() if isinstance(v, (int, float))})
         if isinstance(data.get("pipeline"), str):
             row["pipeline"] = data["pipeline"]
-        prov_path = path.with_name(path.stem + ".provenance.json")
+        prov_path = Path(results_dir, "provenance", kind, *path.parts[-3:])
         row["has_prov"] = prov_path.exists()
         if row["has_prov"]:
             row.update({f"prov_{k}": str(v) for k, v in _read_json(prov_path).items()})

@@ -4,6 +4,9 @@ Files in the run folder:
   ckpt.pt    the latest checkpoint (atomic; the previous one stays until the new is complete)
   log.csv    every `log_every` steps: step,lr,loss,recon,cov,var,cos,grad_norm,sec
   model.pt   the final weights, written only when all steps are done
+  events.out.tfevents.*  the log.csv numbers for TensorBoard (preset `monitor.tensorboard: true`)
+Progress: a tqdm bar on a terminal; without one (a Snakemake/SLURM job's log), a plain line
+every `monitor.progress_every_s` seconds at a logged step (slotcov.progress).
 A run restarted on the same folder resumes from ckpt.pt and ends with the same weights
 as an uninterrupted run (same seed, CPU): batches are a function of (seed, step) and the
 RNG states travel in the checkpoint.
@@ -14,11 +17,13 @@ import contextlib
 import csv
 import json
 import os
+import pickle
 import queue
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,7 @@ from slotcov.config import config_hash
 from slotcov.errors import UserError
 from slotcov.io import atomic_path, remove_temps
 from slotcov.losses import regulariser_terms, weighted_total
+from slotcov.progress import MONITOR, ProgressLine, monitor_settings
 
 LOG_COLUMNS = ["step", "lr", "loss", "recon", "cov", "var", "cos", "grad_norm", "sec"]
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job was asked to stop and checkpointed; resubmit to resume
@@ -129,12 +135,31 @@ def save_checkpoint(path: Path, **state) -> None:
                         f"and run the same command again to resume") from err
 
 
-def load_checkpoint(path: Path) -> dict:
+CKPT_KEYS = {"ckpt.pt": ("model", "head", "optimizer", "step", "rng", "config", "config_hash"),
+             "model.pt": ("model", "head", "config", "config_hash")}
+
+
+def load_checkpoint(path: Path, fix: str = "delete it and run the same command again to restart the run") -> dict:
+    """A checkpoint (ckpt.pt or model.pt) as data: tensors and plain types only, never code (weights_only).
+
+    Anything else (a pickle that would import or call code, a truncated file, a dict of other
+    keys) is a one-line UserError naming the file and the fix.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # code (a global, a reduce) or bytes that are no pickle of plain data
+        raise UserError(f"{path}: not a slotcov checkpoint (refused to unpickle anything but tensors and plain "
+                        f"values: it could run code); {fix}") from None
     except Exception as err:
-        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
-                        f"delete it to restart the run from scratch") from None
+        first = (str(err).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"{path}: checkpoint cannot be read ({type(err).__name__}: {first}); {fix}") from None
+    missing = [k for k in CKPT_KEYS.get(Path(path).name, CKPT_KEYS["model.pt"])
+               if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise UserError(f"{path}: not a slotcov checkpoint (no {', '.join(missing)}); {fix}")
+    return ck
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
@@ -152,13 +177,25 @@ def _truncate_log(path: Path, last_step: int) -> None:
         csv.writer(fh).writerows(keep)
 
 
+def _tensorboard(out: Path, step: int):
+    """A SummaryWriter on the run folder that drops the events of steps after `step` (a killed run logged them)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # imported only when asked for
+    except ImportError as err:
+        raise UserError(f"monitor.tensorboard: true needs the tensorboard package ({err}); "
+                        "pip install -r envs/requirements.lock, or set monitor.tensorboard: false") from None
+    return SummaryWriter(log_dir=str(out), purge_step=step + 1, flush_secs=30)
+
+
 def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progress: bool = True,
-          stop_after: int | None = None) -> Path:
+          stop_after: int | None = None, monitor: dict | None = None) -> Path:
     """Train the cell `cfg` on `dataset` into `out_dir`; return the path of model.pt.
 
     Resumes from out_dir/ckpt.pt when present. `stop_after` ends the process's work after
-    that many steps (as if preempted, without the signal): used by tests.
+    that many steps (as if preempted, without the signal): used by tests. `monitor`: the
+    preset's progress/TensorBoard settings (slotcov.progress.MONITOR); they move no number.
     """
+    monitor = {**MONITOR, **(monitor or {})}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("ckpt.pt", "model.pt", "log.csv"):
@@ -169,7 +206,8 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         torch.set_num_threads(t["threads"])
     final = out / "model.pt"
     digest = config_hash(cfg)
-    if final.exists() and torch.load(final, map_location="cpu", weights_only=False).get("config_hash") == digest:
+    if final.exists() and load_checkpoint(final, "delete it and run the same command again to retrain")[
+            "config_hash"] == digest:
         return final
 
     torch.manual_seed(t["seed"])
@@ -199,6 +237,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
     compile_ = t.get("compile", "auto")
     forward = torch.compile(model) if compile_ is True or (compile_ == "auto" and dev.type == "cuda") else model
+    board = _tensorboard(out, step) if monitor["tensorboard"] else None  # before anything the finally undoes
     state = {"signal": None}
 
     def on_signal(signum, _frame):
@@ -219,8 +258,10 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         log.writerow(LOG_COLUMNS)
     stop = t["steps"] if stop_after is None else min(t["steps"], step + stop_after)
     feeder = Prefetcher(dataset, step, stop, t["batch_size"], t["seed"], dev)
-    bar = tqdm(total=t["steps"], initial=step, desc=f"train {out}", disable=not progress, dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=t["steps"], initial=step, desc=f"train {out}", disable=not (progress and tty), dynamic_ncols=True)
+    lines = ProgressLine(f"train {out}", t["steps"], step, monitor["progress_every_s"]) \
+        if progress and not tty else None  # a job's log: plain lines instead of a bar
     t0 = time.time()
     pending = None
 
@@ -238,6 +279,11 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
                          + [f"{time.time() - t0:.3f}"])
             log_fh.flush()
             bar.set_postfix(loss=f"{named['loss']:.4g}", recon=f"{named['recon']:.4g}")
+            if lines is not None:
+                lines.update(at + 1, force=at + 1 == t["steps"], loss=f"{named['loss']:.5g}")
+            if board is not None:
+                for k, v in {"lr": lr, **named}.items():
+                    board.add_scalar(k, v, at + 1)
 
     try:
         while step < stop:
@@ -302,6 +348,8 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         feeder.close()
         bar.close()
         log_fh.close()
+        if board is not None:
+            board.close()
         for s, h in handlers.items():
             signal.signal(s, h)
 
@@ -311,7 +359,7 @@ def load_trained(run_dir: str | Path, device: str = "cpu"):
     path = Path(run_dir) / "model.pt"
     if not path.exists():
         raise UserError(f"{path} not found: the run has not finished; train it first (slotcov train)")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(path, "delete it and re-run the train job (slotcov train) that writes it")
     model, head = build_cell(ck["config"])
     model.load_state_dict(ck["model"])
     head.load_state_dict(ck["head"])
@@ -335,7 +383,8 @@ def cli_train(argv: list[str]) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a cell setting, e.g. --set reg.cov_weight=0.1 (repeatable)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (terminal) or progress lines (log: every monitor.progress_every_s seconds)")
     args = p.parse_args(argv)
     config = C.load(args.config)
     overrides = C.deep_merge(C.parse_set(args.set), {"train": {"seed": args.seed}})
@@ -344,7 +393,8 @@ def cli_train(argv: list[str]) -> int:
     C.check_cell(cfg, args.cell, args.config)
     dataset = open_dataset(args.cell.split("/")[0], args.data, args.features)
     try:
-        path = train(cfg, dataset, args.out, args.device, progress=not args.no_progress)
+        path = train(cfg, dataset, args.out, args.device, progress=not args.no_progress,
+                     monitor=monitor_settings(config))
     except Preempted as err:
         print(f"slotcov train: {err}", file=sys.stderr)
         return EXIT_PREEMPTED

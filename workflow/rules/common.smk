@@ -11,7 +11,8 @@ from slotcov.io import write_json
 
 # Jobs call `slotcov` by name: put the interpreter running Snakemake (venv or conda env)
 # first on PATH, so `.venv/bin/snakemake` works without activating the environment
-# (not with `--sdm conda`, where each job activates envs/environment.yaml instead).
+# (not with `--sdm conda`, where each job activates envs/environment.yaml instead, into which
+# envs/environment.post-deploy.sh installs slotcov).
 if "conda" not in {str(m).lower() for m in workflow.deployment_settings.deployment_method}:
     shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
 

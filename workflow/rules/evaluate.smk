@@ -1,7 +1,8 @@
 # Evaluation: FG-ARI / mBO / MSE of each finished run on the evaluation split, plus the
 # evaluation samples the figures draw; coco/blockmasks is scored without training. A COCO
 # job evaluates under every COCO pipeline (data/coco/eval-{pipeline}, data/features/eval-{pipeline};
-# the flags come from eval_data_flags in common.smk).
+# the flags come from eval_data_flags in common.smk). Provenance goes to results/provenance/
+# (same relative path), outside the folders DVC reads as metrics.
 
 rule evaluate:
     input:
@@ -9,7 +10,7 @@ rule evaluate:
         model="results/runs/{dataset}/{method}/seed{seed}/model.pt",
     output:
         metrics="results/metrics/{dataset}/{method}/seed{seed}.json",
-        provenance="results/metrics/{dataset}/{method}/seed{seed}.provenance.json",
+        provenance="results/provenance/metrics/{dataset}/{method}/seed{seed}.json",
         samples="results/samples/{dataset}/{method}/seed{seed}.npz",
     params:
         config=CONFIG,
@@ -36,7 +37,7 @@ rule evaluate:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
         "--run results/runs/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} "
         "{params.data} --batch-size {params.batch_size} --n-samples {params.n_samples} "
-        "--samples {output.samples} --out {output.metrics} > {log} 2>&1"
+        "--samples {output.samples} --out {output.metrics} --provenance {output.provenance} > {log} 2>&1"
 
 
 rule evaluate_blockmasks:
@@ -44,7 +45,7 @@ rule evaluate_blockmasks:
         unpack(lambda wc: split_inputs("coco", "eval")),  # every COCO pipeline
     output:
         metrics="results/metrics/coco/blockmasks/seed{seed}.json",
-        provenance="results/metrics/coco/blockmasks/seed{seed}.provenance.json",
+        provenance="results/provenance/metrics/coco/blockmasks/seed{seed}.json",
     params:
         config=CONFIG,
         data=eval_data_flags,
@@ -63,7 +64,8 @@ rule evaluate_blockmasks:
         runtime=res("evaluate", "runtime"),
     shell:
         "slotcov evaluate --config {params.config} --cell coco/blockmasks {params.data} "
-        "--batch-size {params.batch_size} --out {output.metrics} > {log} 2>&1"
+        "--batch-size {params.batch_size} --out {output.metrics} "
+        "--provenance {output.provenance} > {log} 2>&1"
 
 
 rule evaluate_sweep:
@@ -72,7 +74,7 @@ rule evaluate_sweep:
         model="results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}/model.pt",
     output:
         metrics="results/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
-        provenance="results/sweep/{dataset}/{method}/beta{beta}/seed{seed}.provenance.json",
+        provenance="results/provenance/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
     params:
         config=CONFIG,
         cfg=cell_config,
@@ -94,4 +96,4 @@ rule evaluate_sweep:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
         "--run results/sweep/runs/{wildcards.dataset}/{wildcards.method}/beta{wildcards.beta}/seed{wildcards.seed} "
         "{params.data} --batch-size {params.batch_size} --n-samples 0 "
-        "--out {output.metrics} > {log} 2>&1"
+        "--out {output.metrics} --provenance {output.provenance} > {log} 2>&1"

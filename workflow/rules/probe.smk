@@ -7,7 +7,8 @@ rule probe:
         model="results/runs/cmdsprites/{method}/seed{seed}/model.pt",
         data="data/cmdsprites/probe",
     output:
-        "results/probe/cmdsprites/{method}/seed{seed}.json",
+        probe="results/probe/cmdsprites/{method}/seed{seed}.json",
+        provenance="results/provenance/probe/cmdsprites/{method}/seed{seed}.json",
     params:
         config=CONFIG,
         probe=json.dumps(PROBE, sort_keys=True),
@@ -27,4 +28,4 @@ rule probe:
     shell:
         "slotcov probe --config {params.config} --cell cmdsprites/{wildcards.method} "
         "--run results/runs/cmdsprites/{wildcards.method}/seed{wildcards.seed} "
-        "--data {input.data} --out {output} > {log} 2>&1"
+        "--data {input.data} --out {output.probe} --provenance {output.provenance} > {log} 2>&1"

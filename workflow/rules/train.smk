@@ -30,7 +30,7 @@ rule train:
     shell:
         "(python workflow/scripts/drop_stale_checkpoint.py {params.run} {params.cfg:q} && "
         "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--seed {wildcards.seed} {params.data} --out {params.run} --no-progress) "
+        "--seed {wildcards.seed} {params.data} --out {params.run}) "
         "> {log} 2>&1"
 
 
@@ -59,4 +59,4 @@ rule train_sweep:
         "(python workflow/scripts/drop_stale_checkpoint.py {params.run} {params.cfg:q} && "
         "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
         "--seed {wildcards.seed} --set reg.cov_weight={wildcards.beta} {params.data} "
-        "--out {params.run} --no-progress) > {log} 2>&1"
+        "--out {params.run}) > {log} 2>&1"

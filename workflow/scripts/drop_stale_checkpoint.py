@@ -14,8 +14,8 @@ if ckpt.exists():
     import torch  # only when there is a checkpoint: a fresh run skips the import
 
     try:
-        stored = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True).get("config")
-    except Exception as err:  # unreadable: slotcov train reports it with the fix
+        stored = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("config")  # data, never code
+    except Exception as err:  # unreadable or not data only: slotcov train reports it with the fix
         stored = cfg
         print(f"{ckpt}: not checked ({type(err).__name__})", file=sys.stderr)
     if stored != cfg:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from slotcov.errors import DataError, UserError
 from slotcov.io import write_json
+from slotcov.progress import MONITOR, ProgressLine
 
 STAGED_WEIGHTS_DIR = "data/raw/weights"  # where `slotcov download --name dino_vitb16` puts the DINO file
 
@@ -69,9 +70,11 @@ def _state_dict_sha256(model: torch.nn.Module) -> str:
 def _load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load a state dict file (.pth/.bin/.safetensors; timm or original DINO keys) strictly."""
     try:
-        state = load_state_dict(str(path), use_ema=False)
+        state = load_state_dict(str(path), use_ema=False, weights_only=True)  # data only: never runs code
     except Exception as err:
-        raise UserError(f"{path}: cannot read weights ({err}); pass a .pth/.bin/.safetensors state dict") from err
+        first = (str(err).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"{path}: cannot read weights ({type(err).__name__}: {first}); pass a .pth/.bin/.safetensors "
+                        "state dict of tensors") from None
     if "teacher" in state and isinstance(state["teacher"], dict):  # a full DINO training checkpoint
         state = state["teacher"]
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
@@ -151,7 +154,8 @@ def _pick_device(device: str) -> torch.device:
 def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, out_dir: str | os.PathLike,
                      batch_size: int = 64, device: str = "auto", chunk: int = 1024,
                      image_ids: np.ndarray | None = None, source: str | None = None,
-                     normalize: str = "imagenet") -> Path:
+                     normalize: str = "imagenet",
+                     progress_every_s: float = MONITOR["progress_every_s"]) -> Path:
     """Frozen tokens of uint8 [N,H,W,3] images into a feature store at `out_dir` (resumable by chunk).
 
     An up-to-date complete store is left alone; a partial `out_dir.tmp/` with the same
@@ -201,13 +205,18 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
 
     todo = [c for c in range(n_chunks) if str(c) not in manifest["chunks"]]
     initial = n - sum(min(chunk, n - c * chunk) for c in todo)
-    with torch.inference_mode(), tqdm(total=n, initial=initial, desc=f"features {out.name}", unit="img") as bar:
+    tty = sys.stderr.isatty()  # a terminal gets a bar, a log file a line every progress_every_s seconds
+    lines = None if tty else ProgressLine(f"features {out}", n, initial, progress_every_s, "image", "img/s")
+    with torch.inference_mode(), tqdm(total=n, initial=initial, desc=f"features {out.name}", unit="img",
+                                      disable=not tty) as bar:
         for c in todo:
             start, end = c * chunk, min(n, (c + 1) * chunk)
             for b in range(start, end, batch_size):
                 e = min(end, b + batch_size)
                 tokens[b:e] = _tokens(model, _normalise(images[b:e], dev, normalize)).half().cpu().numpy()
                 bar.update(e - b)
+                if lines is not None:
+                    lines.update(e, force=e == n)
             tokens.flush()
             manifest["chunks"][str(c)] = hashlib.sha256(tokens[start:end].tobytes()).hexdigest()
             write_json(tmp / "manifest.json", manifest)  # the chunk counts as done only from here on
@@ -289,6 +298,8 @@ def cli_extract_features(argv: list[str]) -> int:
     parser.add_argument("--chunk", type=int, default=1024, help="images per resumable chunk")
     parser.add_argument("--normalize", default="imagenet", choices=NORMALIZE,
                         help="ViT input: ImageNet mean/std (DINOSAUR) or plain [0,1] (the paper authors)")
+    parser.add_argument("--progress-every-s", type=float, default=MONITOR["progress_every_s"],
+                        help="seconds between progress lines when stderr is not a terminal (a job's log)")
     args = parser.parse_args(argv)
     split = Path(args.images)
     if not (split / "image224.npy").exists():
@@ -297,6 +308,7 @@ def cli_extract_features(argv: list[str]) -> int:
     ids = np.load(split / "image_ids.npy")
     model = build_vit(args.model, args.weights, args.seed)
     out = extract_features(model, images, args.out, args.batch_size, args.device, args.chunk,
-                           image_ids=ids, source=str(split.resolve()), normalize=args.normalize)
+                           image_ids=ids, source=str(split.resolve()), normalize=args.normalize,
+                           progress_every_s=args.progress_every_s)
     print(out)
     return 0
