@@ -207,7 +207,7 @@ def test_cli_wants_pipelines_for_coco_and_data_for_cmdsprites(tmp_path):
     from slotcov.evaluate import cli_evaluate
 
     cfg = str(Path(__file__).parents[1] / "config" / "test.yaml")
-    out = ["--out", str(tmp_path / "m.json")]
+    out = ["--out", str(tmp_path / "m.json"), "--provenance", str(tmp_path / "p.json")]
     with pytest.raises(UserError, match="--pipeline NAME DATA FEATURES"):
         cli_evaluate(["--config", cfg, "--cell", "coco/sa", "--data", "x"] + out)
     with pytest.raises(UserError, match="--data"):
@@ -215,4 +215,4 @@ def test_cli_wants_pipelines_for_coco_and_data_for_cmdsprites(tmp_path):
     with pytest.raises(UserError, match="--primary dinosaur is not one of"):
         cli_evaluate(["--config", cfg, "--cell", "coco/blockmasks", "--pipeline", "authors", "a", "b",
                       "--primary", "dinosaur"] + out)
-    assert not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "p.json").exists()

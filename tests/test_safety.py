@@ -68,8 +68,8 @@ COMMANDS = {  # (poisoned file in the run folder, argv after `slotcov`)
         "evaluate", "--config", CONFIG, "--cell", "cmdsprites/sa", "--run", str(run), "--data", data,
         "--out", str(p / "m.json"), "--provenance", str(p / "prov.json"), "--device", "cpu"]),
     "probe": ("model.pt", lambda run, data, p: [
-        "probe", "--config", CONFIG, "--cell", "cmdsprites/sa", "--run", str(run), "--train-data", data,
-        "--test-data", data, "--out", str(p / "p.json"), "--provenance", str(p / "prov.json"), "--device", "cpu"]),
+        "probe", "--config", CONFIG, "--cell", "cmdsprites/sa", "--run", str(run), "--data", data,
+        "--out", str(p / "p.json"), "--provenance", str(p / "prov.json"), "--device", "cpu"]),
 }
 
 
