@@ -222,11 +222,15 @@ def _authors_instance_ids(coco, image_id, size):
     return ids
 
 
-def _nearest_exact_instance_ids(coco, image_id, size):
-    """DINOSAUR's way by hand: every instance mask resized with nearest-exact, overlaps ignored after."""
+def _nearest_exact_instance_ids(coco, image_id, size, shape=None):
+    """DINOSAUR's way by hand: every instance mask resized with nearest-exact (to `shape`, then the
+    centre `size` square), overlaps ignored after."""
     masks = torch.stack([torch.from_numpy(coco.annToMask(a)).float()
                          for a in coco.imgToAnns[image_id] if not a["iscrowd"]])
-    resized = F.interpolate(masks[None], size=(size, size), mode="nearest-exact")[0].numpy() == 1
+    h, w = shape or (size, size)
+    resized = F.interpolate(masks[None], size=(h, w), mode="nearest-exact")[0].numpy() == 1
+    top, left = round((h - size) / 2), round((w - size) / 2)
+    resized = resized[:, top:top + size, left:left + size]
     ids = np.zeros((size, size), np.int32)
     for k, m in enumerate(resized, 1):
         ids[m] = k
@@ -249,6 +253,7 @@ def test_mask_resize_instances_vs_ids(tmp_path):
     # the centre crop's 320x320 targets too
     center_a, center_b = target_ids(coco, 7, "center", "instances"), target_ids(coco, 7, "center", "ids")
     assert center_a.shape == center_b.shape == (320, 320) and (center_a != center_b).any()
+    np.testing.assert_array_equal(center_b, _nearest_exact_instance_ids(coco, 7, 320, (320, 480)))
 
 
 def test_prepare_split_records_and_applies_the_pipeline_keys(tmp_path):
