@@ -1,4 +1,5 @@
-"""COCO: FG-ARI id maps, the two crops, skipping empty images, prepared splits, the synthetic COCO-format writer."""
+"""COCO: FG-ARI id maps, crops, interpolation and mask resizing, skipping empty images, prepared splits,
+the synthetic COCO-format writer."""
 import json
 
 import numpy as np

@@ -154,7 +154,8 @@ def _check_choices(crop: str, interpolation: str, mask_resize: str) -> None:
 
 
 def _select_images(coco: COCO, skip_empty: bool, limit: int | None) -> tuple[list[int], int]:
-    """Image ids in increasing order (without the empty ones if `skip_empty`), the first `limit`; and how many were skipped."""
+    """Image ids in increasing order (without the empty ones if `skip_empty`), the first `limit`;
+    and how many were skipped as empty."""
     image_ids = sorted(coco.imgs)
     if skip_empty:
         image_ids = [i for i in image_ids if any(not a.get("iscrowd", 0) for a in coco.imgToAnns[i])]
