@@ -1,15 +1,18 @@
-"""COCO: FG-ARI id maps, the two crops, skipping empty images, prepared splits, the synthetic COCO-format writer."""
+"""COCO: FG-ARI id maps, crops, interpolation and mask resizing, skipping empty images, prepared splits,
+the synthetic COCO-format writer."""
 import json
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from slotcov.data.coco import (
     CocoArrays, _uncompressed_rle, cli_make_coco, cli_prepare_coco, foreground_ids, make_coco,
-    prepare_split, square_ids, square_image,
+    prepare_split, square_ids, square_image, target_ids,
 )
 from slotcov.errors import UserError
 
@@ -186,3 +189,94 @@ def test_skip_empty_drops_images_without_a_non_crowd_instance(tmp_path):
     assert cli_prepare_coco(["--root", str(tmp_path / "coco"), "--crop", "stretch", "--skip-empty",
                              "--out", str(tmp_path / "cli")]) == 0
     assert np.load(tmp_path / "cli" / "image_ids.npy").tolist() == [7]
+
+
+def test_interpolation_is_pils_own_resize():
+    """bilinear = the authors' `transforms.Resize` on a PIL image (PIL antialiases); bicubic = DINOSAUR."""
+    rgb = np.random.default_rng(1).integers(0, 256, (300, 170, 3), dtype=np.uint8)
+    img = Image.fromarray(rgb)
+    for size in (224, 128):
+        bilinear = square_image(img, size, "stretch", "bilinear")
+        bicubic = square_image(img, size, "stretch", "bicubic")
+        np.testing.assert_array_equal(bilinear, np.asarray(img.resize((size, size), Image.BILINEAR)))
+        np.testing.assert_array_equal(bicubic, np.asarray(img.resize((size, size), Image.BICUBIC)))
+        assert (bilinear != bicubic).any()
+        # antialiased: not torch's plain bilinear of the same image (300 -> 224/128 rows shrink)
+        plain = F.interpolate(torch.from_numpy(rgb).permute(2, 0, 1)[None].float(), size=(size, size),
+                              mode="bilinear", align_corners=False, antialias=False)
+        assert np.abs(plain[0].permute(1, 2, 0).round().numpy() - bilinear).max() > 8
+    # centre crop: PIL resize of the short side to 224 (170 -> 224, 300 -> 395), then the middle rows
+    cropped = square_image(img, 224, "center", "bilinear")
+    np.testing.assert_array_equal(cropped, np.asarray(img.resize((224, 395), Image.BILINEAR))[86:310])
+
+
+def _authors_instance_ids(coco, image_id, size):
+    """The authors' 128x128 targets by hand: each 0/1 mask resized bilinearly and rounded, overlaps zeroed."""
+    masks = [torch.from_numpy(coco.annToMask(a)).float() for a in coco.imgToAnns[image_id] if not a["iscrowd"]]
+    resized = [torch.round(F.interpolate(m[None, None], size=(size, size), mode="bilinear",
+                                         align_corners=False))[0, 0] for m in masks]
+    stack = torch.stack(resized)
+    stack = torch.where(stack.sum(0) > 1, 0, stack)
+    ids = np.zeros((size, size), np.int32)
+    for k, m in enumerate(stack.numpy(), 1):
+        ids[m == 1] = k
+    return ids
+
+
+def _nearest_exact_instance_ids(coco, image_id, size, shape=None):
+    """DINOSAUR's way by hand: every instance mask resized with nearest-exact (to `shape`, then the
+    centre `size` square), overlaps ignored after."""
+    masks = torch.stack([torch.from_numpy(coco.annToMask(a)).float()
+                         for a in coco.imgToAnns[image_id] if not a["iscrowd"]])
+    h, w = shape or (size, size)
+    resized = F.interpolate(masks[None], size=(h, w), mode="nearest-exact")[0].numpy() == 1
+    top, left = round((h - size) / 2), round((w - size) / 2)
+    resized = resized[:, top:top + size, left:left + size]
+    ids = np.zeros((size, size), np.int32)
+    for k, m in enumerate(resized, 1):
+        ids[m] = k
+    ids[resized.sum(0) != 1] = 0
+    return ids
+
+
+def test_mask_resize_instances_vs_ids(tmp_path):
+    coco = _write_fixture(tmp_path / "fx")
+    make_coco(tmp_path / "syn", "val2017", n=6, seed=2)  # larger images: 128 is a downscale there
+    syn = COCO(str(tmp_path / "syn" / "annotations" / "instances_val2017.json"))
+    with_objects = [i for i in syn.imgs if any(not a["iscrowd"] for a in syn.imgToAnns[i])]
+    assert len(with_objects) >= 3
+    for c, image_id in [(coco, 7)] + [(syn, i) for i in with_objects]:
+        instances = target_ids(c, image_id, "stretch", "instances")
+        ids = target_ids(c, image_id, "stretch", "ids")
+        np.testing.assert_array_equal(instances, _authors_instance_ids(c, image_id, 128))
+        np.testing.assert_array_equal(ids, _nearest_exact_instance_ids(c, image_id, 128))
+    assert (target_ids(coco, 7, "stretch", "instances") != target_ids(coco, 7, "stretch", "ids")).sum() >= 5
+    # the centre crop's 320x320 targets too
+    center_a, center_b = target_ids(coco, 7, "center", "instances"), target_ids(coco, 7, "center", "ids")
+    assert center_a.shape == center_b.shape == (320, 320) and (center_a != center_b).any()
+    np.testing.assert_array_equal(center_b, _nearest_exact_instance_ids(coco, 7, 320, (320, 480)))
+
+
+def test_prepare_split_records_and_applies_the_pipeline_keys(tmp_path):
+    coco = _write_fixture(tmp_path / "coco")
+    args = ["--root", str(tmp_path / "coco"), "--crop", "stretch", "--pipeline", "authors"]
+    assert cli_prepare_coco(args + ["--interpolation", "bilinear", "--mask-resize", "instances",
+                                    "--out", str(tmp_path / "a")]) == 0
+    assert cli_prepare_coco(args + ["--out", str(tmp_path / "b")]) == 0
+    meta_a = json.loads((tmp_path / "a" / "meta.json").read_text())
+    meta_b = json.loads((tmp_path / "b" / "meta.json").read_text())
+    assert (meta_a["interpolation"], meta_a["mask_resize"]) == ("bilinear", "instances")
+    assert (meta_b["interpolation"], meta_b["mask_resize"]) == ("bicubic", "ids")
+    with Image.open(tmp_path / "coco" / "val2017" / "img7.jpg") as img:
+        rgb = img.convert("RGB")
+        for size in (224, 128):
+            got = np.load(tmp_path / "a" / f"image{size}.npy")[0]
+            np.testing.assert_array_equal(got, np.asarray(rgb.resize((size, size), Image.BILINEAR)))
+            assert (got != np.load(tmp_path / "b" / f"image{size}.npy")[0]).any()
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "true_ids.npy")[0], _authors_instance_ids(coco, 7, 128))
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "true_ids.npy")[0],
+                                  square_ids(foreground_ids(coco, 7), 128, "stretch"))
+    with pytest.raises(UserError, match="mask_resize"):
+        prepare_split(tmp_path / "coco", "val2017", "stretch", tmp_path / "c", mask_resize="pixels")
+    with pytest.raises(UserError, match="interpolation"):
+        prepare_split(tmp_path / "coco", "val2017", "stretch", tmp_path / "c", interpolation="lanczos")

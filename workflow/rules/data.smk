@@ -181,6 +181,8 @@ rule prepare_coco:
         split=lambda wc: COCO_SPLIT[wc.part],
         crop=lambda wc: COCO_PIPELINES[wc.pipeline]["crop"],
         skip_empty=lambda wc: "--skip-empty" if COCO_PIPELINES[wc.pipeline]["skip_empty"] else "",
+        interpolation=lambda wc: COCO_PIPELINES[wc.pipeline]["interpolation"],
+        mask_resize=lambda wc: COCO_PIPELINES[wc.pipeline]["mask_resize"],
         limit=lambda wc: (f"--limit {COCO[f'limit_{wc.part}']}" if COCO.get(f"limit_{wc.part}") else ""),
     wildcard_constraints:
         pipeline="|".join(COCO_PIPELINES),
@@ -196,4 +198,5 @@ rule prepare_coco:
         runtime=res("prepare_coco", "runtime"),
     shell:
         "slotcov prepare-coco --root {params.root} --split {params.split} --pipeline {wildcards.pipeline} "
-        "--crop {params.crop} {params.skip_empty} {params.limit} --workers {threads} --out {output} > {log} 2>&1"
+        "--crop {params.crop} {params.skip_empty} --interpolation {params.interpolation} "
+        "--mask-resize {params.mask_resize} {params.limit} --workers {threads} --out {output} > {log} 2>&1"

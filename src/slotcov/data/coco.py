@@ -1,16 +1,23 @@
 """COCO 2017: FG-ARI targets, the two ways of squaring images, prepared splits, and a synthetic stand-in.
 
 Crops (`data.coco.pipelines.<name>.crop`, docs/fidelity.md "COCO pipelines and FG-ARI"):
-  center   image: short side 224 bicubic + centre crop 224; targets: short side 320 nearest
-           + centre crop 320 (DINOSAUR's reference protocol).
-  stretch  image stretched to 224x224 bicubic; targets stretched to 128x128 nearest (the authors').
-In both, `image128` (the reconstruction target) is the image brought to 128x128 the same way.
+  center   image: short side 224 + centre crop 224; targets: short side 320 + centre crop 320
+           (DINOSAUR's reference protocol).
+  stretch  image stretched to 224x224; targets stretched to 128x128 (the authors').
+In both, `image128` (the reconstruction target) is the ORIGINAL image brought to 128x128 the same
+way (the authors' too: their dataset already yields 128x128 images, so the 128x128
+`F.interpolate` of their train.py changes nothing). `interpolation` (bicubic: DINOSAUR; bilinear:
+the authors' torchvision `Resize` on PIL images, antialiased as PIL does) resizes both images.
 `skip_empty` drops the images without a non-crowd annotation, as the authors' feature
 extraction did (DINOSAUR keeps them; they have no FG-ARI score either way).
 
-The id map (0 = ignored, 1..M = objects) is computed at the ORIGINAL resolution, overlaps
-already set to 0, and only then resized with nearest-neighbour: resizing the instance masks
-first and computing overlaps afterwards would give a different ignore region.
+FG-ARI targets (0 = ignored, 1..M = objects), `mask_resize`:
+  ids        the id map is computed at the ORIGINAL resolution, overlaps already set to 0, and
+             only then resized with nearest neighbour (pixel centres). The same as resizing each
+             instance mask with nearest-exact and ignoring overlaps afterwards (DINOSAUR).
+  instances  each instance mask resized on its own as a uint8 tensor (bilinear, no antialias,
+             rounded to 0/1: torchvision's tensor `Resize` of 2023), then the pixels on in more
+             than one resized mask set to 0 (the authors' `COCO2017Embeddings.load_mask`).
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 import torchvision.transforms.functional as TF
 from numpy.lib.format import open_memmap
 from PIL import Image
@@ -34,7 +42,25 @@ from slotcov.errors import DataError, UserError
 from slotcov.io import write_json
 
 TARGET_SIZE = {"center": 320, "stretch": 128}  # crop -> side of the FG-ARI target masks
+INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
+MASK_RESIZE = ("ids", "instances")
 SYNTHETIC_DESCRIPTION = "slotcov synthetic COCO (slotcov make-coco)"
+
+
+def _stack_ids(masks, shape) -> np.ndarray:
+    """int32 id map from boolean instance masks: k for mask k (1-based), 0 where none or several are on."""
+    ids = np.zeros(shape, np.int32)
+    count = np.zeros(shape, np.int32)
+    for k, m in enumerate(masks, 1):
+        ids[m] = k
+        count += m
+    ids[count != 1] = 0
+    return ids
+
+
+def _instance_anns(coco: COCO, image_id: int) -> list:
+    """The non-crowd annotations of an image in annotation-file order (instance k is the k-th)."""
+    return [a for a in coco.imgToAnns[image_id] if not a.get("iscrowd", 0)]
 
 
 def foreground_ids(coco: COCO, image_id: int) -> np.ndarray:
@@ -44,42 +70,56 @@ def foreground_ids(coco: COCO, image_id: int) -> np.ndarray:
     Instance k is the k-th non-crowd annotation of the image in annotation-file order.
     """
     info = coco.imgs[image_id]
-    anns = [a for a in coco.imgToAnns[image_id] if not a.get("iscrowd", 0)]
-    ids = np.zeros((info["height"], info["width"]), np.int32)
-    count = np.zeros(ids.shape, np.int32)
-    for k, ann in enumerate(anns, 1):
-        m = coco.annToMask(ann).astype(bool)
-        ids[m] = k
-        count += m
-    ids[count != 1] = 0
-    return ids
+    masks = (coco.annToMask(a).astype(bool) for a in _instance_anns(coco, image_id))
+    return _stack_ids(masks, (info["height"], info["width"]))
 
 
-def square_image(img: Image.Image, size: int, crop: str) -> np.ndarray:
-    """uint8 [size,size,3] from a PIL image: bicubic, centre crop or stretch."""
-    img = img.convert("RGB")
+def _geometry(size: int, crop: str):
+    """The size argument of torchvision's resize for a crop: short side or both sides."""
+    return size if crop == "center" else [size, size]
+
+
+def square_image(img: Image.Image, size: int, crop: str, interpolation: str = "bicubic") -> np.ndarray:
+    """uint8 [size,size,3] from a PIL image: centre crop or stretch, resized with PIL."""
+    img = TF.resize(img.convert("RGB"), _geometry(size, crop), INTERPOLATION[interpolation])
     if crop == "center":
-        img = TF.center_crop(TF.resize(img, size, InterpolationMode.BICUBIC), size)
-    else:
-        img = img.resize((size, size), Image.BICUBIC)
+        img = TF.center_crop(img, size)
     return np.asarray(img, np.uint8)
 
 
 def square_ids(ids: np.ndarray, size: int, crop: str) -> np.ndarray:
     """int32 [size,size] id map resized with nearest: centre crop or stretch."""
-    img = Image.fromarray(ids.astype(np.int32))
+    img = TF.resize(Image.fromarray(ids.astype(np.int32)), _geometry(size, crop), InterpolationMode.NEAREST)
     if crop == "center":
-        img = TF.center_crop(TF.resize(img, size, InterpolationMode.NEAREST), size)
-    else:
-        img = img.resize((size, size), Image.NEAREST)
+        img = TF.center_crop(img, size)
     return np.asarray(img, np.int32)
+
+
+def square_instance_ids(coco: COCO, image_id: int, size: int, crop: str) -> np.ndarray:
+    """int32 [size,size] id map with each instance mask resized alone, overlaps removed afterwards."""
+    def resized(ann):
+        m = torch.from_numpy(coco.annToMask(ann))[None]  # uint8 0/1, as the authors' tensor
+        m = TF.resize(m, _geometry(size, crop), InterpolationMode.BILINEAR, antialias=False)
+        if crop == "center":
+            m = TF.center_crop(m, size)
+        return m[0].numpy().astype(bool)
+
+    return _stack_ids((resized(a) for a in _instance_anns(coco, image_id)), (size, size))
+
+
+def target_ids(coco: COCO, image_id: int, crop: str, mask_resize: str = "ids") -> np.ndarray:
+    """int32 FG-ARI target of one image at the crop's target size, by `mask_resize`."""
+    size = TARGET_SIZE[crop]
+    if mask_resize == "instances":
+        return square_instance_ids(coco, image_id, size, crop)
+    return square_ids(foreground_ids(coco, image_id), size, crop)
 
 
 _COCO: dict = {}  # the COCO index for worker processes (inherited by fork, never pickled)
 
 
 def _prepare_one(job):
-    image_id, path, crop = job
+    image_id, path, crop, interpolation, mask_resize = job
     coco = _COCO["coco"]
     info = coco.imgs[image_id]
     with Image.open(path) as img:
@@ -87,9 +127,9 @@ def _prepare_one(job):
             raise DataError(f"{path}: size {img.size} but the annotations say "
                             f"{(info['width'], info['height'])}; wrong annotation file?")
         img.load()
-        image224 = square_image(img, 224, crop)
-        image128 = square_image(img, 128, crop)
-    ids = square_ids(foreground_ids(coco, image_id), TARGET_SIZE[crop], crop)
+        image224 = square_image(img, 224, crop, interpolation)
+        image128 = square_image(img, 128, crop, interpolation)
+    ids = target_ids(coco, image_id, crop, mask_resize)
     return image224, image128, ids
 
 
@@ -104,34 +144,47 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
+def _check_choices(crop: str, interpolation: str, mask_resize: str) -> None:
+    """One clear error for an unknown pipeline value."""
+    for name, value, allowed in (("crop", crop, TARGET_SIZE), ("interpolation", interpolation, INTERPOLATION),
+                                 ("mask_resize", mask_resize, MASK_RESIZE)):
+        if value not in allowed:
+            raise UserError(f"unknown COCO {name} '{value}'; use one of {sorted(allowed)} "
+                            f"(data.coco.pipelines.<name>.{name})")
+
+
+def _select_images(coco: COCO, skip_empty: bool, limit: int | None) -> tuple[list[int], int]:
+    """Image ids in increasing order (without the empty ones if `skip_empty`), the first `limit`;
+    and how many were skipped as empty."""
+    image_ids = sorted(coco.imgs)
+    if skip_empty:
+        image_ids = [i for i in image_ids if any(not a.get("iscrowd", 0) for a in coco.imgToAnns[i])]
+    return image_ids[:limit], len(coco.imgs) - len(image_ids)
+
+
 def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str | os.PathLike,
                   limit: int | None = None, workers: int = 1, skip_empty: bool = False,
-                  pipeline: str = "") -> Path:
+                  pipeline: str = "", interpolation: str = "bicubic", mask_resize: str = "ids") -> Path:
     """Resize a COCO split (real layout under `root`) with a crop into memmap arrays in `out_dir`.
 
     Writes image224.npy uint8 [N,224,224,3], image128.npy uint8 [N,128,128,3],
-    true_ids.npy int16 [N,S,S], image_ids.npy int64 [N] and meta.json; images in
-    increasing id order (without those lacking a non-crowd annotation if `skip_empty`),
+    true_ids.npy int16 [N,S,S], image_ids.npy int64 [N] and meta.json (the pipeline's values);
+    images in increasing id order (without those lacking a non-crowd annotation if `skip_empty`),
     the first `limit` if given. The directory appears only when complete.
     """
-    if crop not in TARGET_SIZE:
-        raise UserError(f"unknown COCO crop '{crop}'; use one of {sorted(TARGET_SIZE)}")
+    _check_choices(crop, interpolation, mask_resize)
     root, out = Path(root), Path(out_dir)
     ann_file = root / "annotations" / f"instances_{split}.json"
     if not ann_file.exists():
         raise UserError(f"{ann_file} not found; unpack annotations_trainval2017.zip under {root} "
                         "(or run `slotcov make-coco` for the synthetic stand-in)")
     coco = COCO(str(ann_file))
-    image_ids = sorted(coco.imgs)
-    if skip_empty:
-        image_ids = [i for i in image_ids if any(not a.get("iscrowd", 0) for a in coco.imgToAnns[i])]
-    n_empty_skipped = len(coco.imgs) - len(image_ids)
-    image_ids = image_ids[:limit]
+    image_ids, n_empty_skipped = _select_images(coco, skip_empty, limit)
     n, s = len(image_ids), TARGET_SIZE[crop]
     if n == 0:
         raise DataError(f"{ann_file}: no images" + (" with a non-crowd annotation" if skip_empty else ""))
-    jobs = [(i, root / split / coco.imgs[i]["file_name"], crop) for i in image_ids]
-    missing = [str(p) for _, p, _ in jobs if not p.exists()]
+    jobs = [(i, root / split / coco.imgs[i]["file_name"], crop, interpolation, mask_resize) for i in image_ids]
+    missing = [str(job[1]) for job in jobs if not job[1].exists()]
     if missing:
         raise UserError(f"{len(missing)} images of {ann_file.name} missing, e.g. {missing[0]}; "
                         f"unpack {split}.zip under {root}")
@@ -162,7 +215,8 @@ def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str |
         np.save(tmp / "image_ids.npy", np.asarray(image_ids, np.int64))
         description = coco.dataset.get("info", {}).get("description", "")
         write_json(tmp / "meta.json", dict(
-            pipeline=pipeline, crop=crop, skip_empty=skip_empty, n_empty_skipped=n_empty_skipped,
+            pipeline=pipeline, crop=crop, interpolation=interpolation, mask_resize=mask_resize,
+            skip_empty=skip_empty, n_empty_skipped=n_empty_skipped,
             split=split, count=n, target_size=s, image_size=224, recon_size=128,
             annotation_file=str(ann_file.resolve()), limit=limit,
             dataset_kind="synthetic-coco" if description == SYNTHETIC_DESCRIPTION else "real",
@@ -352,6 +406,11 @@ def cli_prepare_coco(argv: list[str]) -> int:
     parser.add_argument("--split", default="val2017", help="train2017 or val2017")
     parser.add_argument("--crop", default="center", choices=sorted(TARGET_SIZE),
                         help="center: short side + centre crop, masks 320 (DINOSAUR); stretch: masks 128 (authors)")
+    parser.add_argument("--interpolation", default="bicubic", choices=sorted(INTERPOLATION),
+                        help="image resize: bicubic (DINOSAUR) or bilinear (the authors' PIL Resize)")
+    parser.add_argument("--mask-resize", default="ids", choices=MASK_RESIZE,
+                        help="ids: id map resized with nearest after overlap removal (DINOSAUR); "
+                             "instances: each mask resized bilinearly, overlaps removed after (authors)")
     parser.add_argument("--skip-empty", action="store_true",
                         help="drop images without a non-crowd annotation (the authors' feature extraction)")
     parser.add_argument("--pipeline", default="", help="name of the COCO pipeline, recorded in meta.json")
@@ -360,5 +419,5 @@ def cli_prepare_coco(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     args = parser.parse_args(argv)
     print(prepare_split(args.root, args.split, args.crop, args.out, args.limit, args.workers,
-                        args.skip_empty, args.pipeline))
+                        args.skip_empty, args.pipeline, args.interpolation, args.mask_resize))
     return 0
