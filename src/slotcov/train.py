@@ -192,9 +192,12 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         _set_rng_state(ck["rng"], dev)
     _truncate_log(out / "log.csv", step)  # also without a checkpoint: rows of a run killed before its first one
 
-    use_amp = dev.type == "cuda" and t.get("amp", "auto") in ("auto", "bf16")
+    use_amp = dev.type == "cuda" and t.get("amp", "auto") in ("auto", "bf16")  # else the fp32 path
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
+        # PyTorch's defaults: TF32 in cuDNN convolutions, full fp32 matmuls unless the preset opts in
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high" if t.get("tf32_matmul", False) else "highest")
     compile_ = t.get("compile", "auto")
     forward = torch.compile(model) if compile_ is True or (compile_ == "auto" and dev.type == "cuda") else model
     state = {"signal": None}
