@@ -26,6 +26,7 @@ COMMANDS = {
     "figures": ("slotcov.reports", "the paper's figures from the evaluation samples and logs"),
     "report": ("slotcov.reports", "compile reports/report.pdf"),
     "bench": ("slotcov.bench", "run the benchmark suite and write bench/results.json"),
+    "plan": ("slotcov.plan", "GPU-hours of a preset on a device and each train job's SLURM runtime"),
 }
 
 
