@@ -11,24 +11,30 @@ import numpy as np
 import torch
 
 
+def _id_bound(a: np.ndarray) -> int:
+    """max(a) + 1 for non-negative integer ids, in one pass: read as unsigned, a negative id is huge."""
+    top = int((a.view(a.dtype.str.replace("i", "u")) if a.dtype.kind == "i" else a).max()) if a.size else 0
+    if top >= 2 ** 31:
+        raise ValueError("ids must be non-negative (and below 2**31)")
+    return top + 1
+
+
 def _contingency(true_ids, pred_ids) -> torch.Tensor:
     """Per-image contingency tables [B, T, P] (int64) over the pixels with true id > 0.
 
-    One bincount over all pixels, then row 0 (ignored pixels) is zeroed: no mask copy.
+    One bincount over all pixels (ids coded as (image, true, pred) in int64, what bincount
+    reads without a copy), then row 0 (ignored pixels) is zeroed: no mask copy.
     """
     t = np.asarray(true_ids.cpu() if isinstance(true_ids, torch.Tensor) else true_ids)
     p = np.asarray(pred_ids.cpu() if isinstance(pred_ids, torch.Tensor) else pred_ids)
     b = t.shape[0]
-    t, p = t.reshape(b, -1), p.reshape(b, -1)
+    t, p = (a.reshape(b, -1) if a.dtype.kind in "iu" else a.reshape(b, -1).astype(np.int64) for a in (t, p))
     if t.shape != p.shape:
         raise ValueError(f"true_ids {tuple(np.shape(true_ids))} and pred_ids {tuple(np.shape(pred_ids))} differ")
-    if t.size and (t.min() < 0 or p.min() < 0):
-        raise ValueError("ids must be non-negative")
-    n_t, n_p = (int(t.max()) + 1, int(p.max()) + 1) if t.size else (1, 1)
-    dtype = np.int32 if b * n_t * n_p < 2 ** 31 else np.int64
-    code = t.astype(dtype) * n_p
+    n_t, n_p = _id_bound(t), _id_bound(p)
+    code = np.multiply(t, n_p, dtype=np.int64)
     np.add(code, p, out=code, casting="unsafe")
-    code += (np.arange(b, dtype=dtype) * (n_t * n_p))[:, None]
+    code += (np.arange(b, dtype=np.int64) * (n_t * n_p))[:, None]
     counts = np.bincount(code.ravel(), minlength=b * n_t * n_p).reshape(b, n_t, n_p)
     counts[:, 0] = 0
     return torch.from_numpy(counts)
