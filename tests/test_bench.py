@@ -80,3 +80,19 @@ def test_data_wait_sees_a_slow_loader():
     assert result["wait_fraction_median"] > 0.5
     assert result["loader_time_over_step_time"] > 1
     assert np.isclose(result["loader_batches_per_s"], 5, rtol=0.5)
+
+
+def test_profile_harness_tables_kernel_families(capsys):
+    import profile_step
+
+    assert profile_step.main(["cmdsprites/sa", "--batch-size", "4", "--steps", "2", "--device", "cpu",
+                              "--set", "model.resolution=16", "--set", "model.channels=16",
+                              "--set", "model.slot_dim=16", "--set", "model.mlp_hidden=32"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("family", 1)[1].split("\n\n")[0]
+    assert "convolution" in table and "matmul" in table
+    shares = [float(line.split()[2].rstrip("%")) for line in table.strip().splitlines()[1:]]
+    assert abs(sum(shares) - 100) < 1  # every operator's time is in one family
+    assert profile_step.family("void cudnn::ops::nchwToNhwcKernel") == "convolution"
+    assert profile_step.family("ampere_sgemm_128x64_tn") == "matmul"
+    assert profile_step.family("multi_tensor_apply_kernel<AdamFunctor>") == "optimizer"
