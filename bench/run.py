@@ -43,7 +43,7 @@ from slotcov.data.features import FeatureStore  # noqa: E402
 from slotcov.io import atomic_path, write_json  # noqa: E402
 from slotcov.models import build_model  # noqa: E402
 from slotcov.data.mdsprites import FLOAT_FEATURES, MDSpritesArrays  # noqa: E402
-from slotcov.train import Prefetcher, batch_indices, train  # noqa: E402
+from slotcov.train import Prefetcher, train  # noqa: E402
 
 
 def sync(device):
@@ -350,19 +350,7 @@ def bench_feature_store(quick):
     tmp = Path(tempfile.mkdtemp(dir=os.environ.get("SLOTCOV_BENCH_DIR")))
     try:
         store_dir = tmp / "store"
-        store_dir.mkdir()
-        half = tokens.astype(np.float16)  # converted once: written to the store and hashed for its manifest
-        store = np.lib.format.open_memmap(store_dir / "tokens.npy", mode="w+", dtype=np.float16, shape=tokens.shape)
-        store[:] = half
-        store.flush()
-        del store
-        ids = np.arange(n, dtype=np.int64)
-        np.save(store_dir / "image_ids.npy", ids)
-        sha = lambda a: hashlib.sha256(a.tobytes()).hexdigest()  # noqa: E731
-        write_json(store_dir / "manifest.json", {  # one chunk, the fields FeatureStore checks (verify passes)
-            "shape": list(tokens.shape), "dtype": "float16", "chunk": n, "n_chunks": 1, "complete": True,
-            "chunks": {"0": sha(half)}, "image_ids_sha256": sha(ids)})
-        del half
+        write_store(store_dir, tokens)
         (tmp / "per_image").mkdir()
         files = [tmp / "per_image" / f"{i:012d}.npy" for i in range(n)]
         for i, f in enumerate(files):
