@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 
 RESULTS = {  # hand-made: one device with an fp32 measurement, a bf16 one, and the eager baseline
     "Card X": {
-        "machine": {"name": "Card X"}, "measured_at": "2026-01-01 00:00",
+        "machine": {"name": "Card X", "device": "cuda"}, "measured_at": "2026-01-01 00:00",
         "train_cmdsprites_sa_fp32": {"batch_size": 64, "ours_steps_per_s": 50.0, "baseline_steps_per_s": 25.0,
                                      "compile": True, "measured_at": "2026-01-02 00:00"},
         "train_cmdsprites_sa_bf16": {"batch_size": 64, "ours_steps_per_s": 100.0, "baseline_steps_per_s": 25.0,

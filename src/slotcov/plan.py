@@ -64,10 +64,11 @@ def measurements(results: dict, device: str) -> list[dict]:
             out.append({"cell": cell, "precision": prec, "batch_size": bs, "rank": 0,
                         "steps_per_s": bench["ours_steps_per_s"],
                         "label": f"slotcov {prec} trainer (compile {bench.get('compile')}), {key}, {when}"})
-        elif "ours_steps_per_s" in bench:  # before the fp32 path: `amp: auto` = bf16 autocast
-            out.append({"cell": cell, "precision": "bf16", "batch_size": bs, "rank": 1 if suffix else 2,
+        elif "ours_steps_per_s" in bench:  # before the fp32 path: `amp: auto` = bf16 autocast on CUDA only
+            prec = "bf16" if entry.get("machine", {}).get("device") == "cuda" else "fp32"
+            out.append({"cell": cell, "precision": prec, "batch_size": bs, "rank": 1 if suffix else 2,
                         "steps_per_s": bench["ours_steps_per_s"],
-                        "label": f"slotcov bf16 trainer (compile {bench.get('compile')}), {key}, {when}"})
+                        "label": f"slotcov {prec} trainer (compile {bench.get('compile')}), {key}, {when}"})
         if bench.get("baseline_steps_per_s"):
             out.append({"cell": cell, "precision": "fp32", "batch_size": bs, "rank": 3,
                         "steps_per_s": bench["baseline_steps_per_s"], "label": f"{STAND_IN}, {key}, {when}"})
@@ -172,6 +173,10 @@ def train_runtime(config: dict, cell: str, default):
     return row["runtime_min"]
 
 
+def _duration(minutes_: int) -> str:
+    return f"{minutes_ // 60}h" if minutes_ % 60 == 0 else f"{minutes_}m"
+
+
 def render(plan: dict) -> str:
     """The plan as a text table."""
     h = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
@@ -181,7 +186,7 @@ def render(plan: dict) -> str:
     for name, r in plan["cells"].items():
         sps = "-" if r["steps_per_s"] is None else f"{r['steps_per_s']:.2f}"
         lines.append(f"{name:<32} {r['jobs']:>4} {r['steps']:>8} {sps:>8} {h(r['hours_per_job']):>7} "
-                     f"{r['runtime_min'] // 60:>7}h  {r['source']}")
+                     f"{_duration(r['runtime_min']):>8}  {r['source']}")
     n_jobs = sum(r["jobs"] for r in plan["cells"].values())
     lines.append(f"total: {plan['gpu_hours_measured_jobs']:.1f} GPU-hours for the {n_jobs - plan['jobs_not_measured']}"
                  f" measured train jobs of {n_jobs}" + (f"; {plan['jobs_not_measured']} jobs not measured on this "
