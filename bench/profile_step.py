@@ -59,13 +59,13 @@ def kernel_table(prof, on_cuda: bool, peak: float, rows: int = 15) -> str:
     for f, t in sorted(per_family.items(), key=lambda kv: -kv[1]):
         rate = flops_family[f] / (t * 1e-6) if flops_family[f] else None
         lines.append(f"{f:<16} {t / 1e3:>10.2f} {t / total:>7.1%} " + ("" if rate is None else
-                     f"{rate / 1e12:>8.2f} {rate / peak:>8.1%}"))
+                     f"{rate / 1e12:>8.3g} {rate / peak:>8.1%}"))
     lines += ["", f"{'kernel / operator':<72} {'family':<13} {'ms':>9} {'calls':>6} {'TFLOP/s':>8} {'of peak':>8}"]
     for e in sorted(events, key=lambda e: -us[e.key])[:rows]:
         flops = getattr(e, "flops", 0) or 0  # counted for matmuls and convolutions (with_flops)
         rate = flops / (us[e.key] * 1e-6) / 1e12 if flops else None
         lines.append(f"{e.key[:72]:<72} {family(e.key):<13} {us[e.key] / 1e3:>9.2f} {e.count:>6} "
-                     f"{'' if rate is None else f'{rate:8.2f}':>8} {'' if rate is None else f'{rate * 1e12 / peak:7.1%}':>8}")
+                     f"{'' if rate is None else f'{rate:8.3g}':>8} {'' if rate is None else f'{rate * 1e12 / peak:7.1%}':>8}")
     lines.append(f"total {total / 1e3:.1f} ms over the profiled steps; peak = measured matmul {peak / 1e12:.2f} TFLOP/s")
     return "\n".join(lines)
 
