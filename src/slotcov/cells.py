@@ -11,7 +11,7 @@ import copy
 TRAIN = {  # the shared schedule
     "steps": 500_000, "batch_size": 64, "lr": 4e-4, "warmup_steps": 10_000,
     "decay_rate": 0.5, "decay_steps": 100_000, "grad_clip": None, "seed": 0,
-    "amp": "fp32", "compile": "auto", "checkpoint_every": 5_000, "log_every": 100,
+    "amp": "fp32", "tf32_matmul": False, "compile": "auto", "checkpoint_every": 5_000, "log_every": 100,
     "skip_nonfinite": False,
 }
 NO_REG = {"method": "none", "projection": None}
@@ -52,7 +52,7 @@ EVAL_ONLY = {"coco/blockmasks"}  # evaluated, never trained
 
 # Settings that exist only as knobs (the paper's runs used one value): (section, key) -> the paper's value.
 # A run with another value is marked in the tables (provenance field `non_paper`).
-KNOBS = {("train", "amp"): "fp32", ("model", "slot_init"): "authors", ("reg", "cosine_warmup"): 0,
+KNOBS = {("train", "amp"): "fp32", ("train", "tf32_matmul"): False, ("model", "slot_init"): "authors", ("reg", "cosine_warmup"): 0,
          ("model", "mask_prior"): "none", ("model", "attn_sharpness"): 1.0, ("model", "encoder_kernel"): 5,
          ("model", "decoder_kernel"): 5}
 

@@ -27,6 +27,7 @@ COMMANDS = {
     "claims": ("slotcov.claims", "the claims ledger: each claim of the paper, its effect over seeds and a verdict"),
     "report": ("slotcov.reports", "compile reports/report.pdf"),
     "bench": ("slotcov.bench", "run the benchmark suite and write bench/results.json"),
+    "plan": ("slotcov.plan", "GPU-hours of a preset on a device and each train job's SLURM runtime"),
 }
 
 

@@ -11,25 +11,43 @@ import numpy as np
 import torch
 
 
-def _contingency(true_ids, pred_ids) -> torch.Tensor:
+def _id_bound(a: np.ndarray) -> int:
+    """max(a) + 1 for non-negative integer ids, in one pass: read as unsigned, a negative id is huge."""
+    top = int((a.view(a.dtype.str.replace("i", "u")) if a.dtype.kind == "i" else a).max()) if a.size else 0
+    if top >= 2 ** 31:
+        raise ValueError("ids must be non-negative (and below 2**31)")
+    return top + 1
+
+
+def _contingency(true_ids, pred_ids, chunk_pixels: int = 1 << 15) -> torch.Tensor:
     """Per-image contingency tables [B, T, P] (int64) over the pixels with true id > 0.
 
-    One bincount over all pixels, then row 0 (ignored pixels) is zeroed: no mask copy.
+    A few images at a time (a chunk stays in cache from its first read to its bincount): the
+    chunk's id bounds, its (image, true, pred) codes in one reused int64 buffer (what bincount
+    reads without a copy), one bincount; the chunks' tables are then padded to the largest
+    bounds (zero rows and columns change no ARI). Row 0 (ignored pixels) is zeroed: no mask copy.
     """
     t = np.asarray(true_ids.cpu() if isinstance(true_ids, torch.Tensor) else true_ids)
     p = np.asarray(pred_ids.cpu() if isinstance(pred_ids, torch.Tensor) else pred_ids)
     b = t.shape[0]
-    t, p = t.reshape(b, -1), p.reshape(b, -1)
+    t, p = (a.reshape(b, -1) if a.dtype.kind in "iu" else a.reshape(b, -1).astype(np.int64) for a in (t, p))
     if t.shape != p.shape:
         raise ValueError(f"true_ids {tuple(np.shape(true_ids))} and pred_ids {tuple(np.shape(pred_ids))} differ")
-    if t.size and (t.min() < 0 or p.min() < 0):
-        raise ValueError("ids must be non-negative")
-    n_t, n_p = (int(t.max()) + 1, int(p.max()) + 1) if t.size else (1, 1)
-    dtype = np.int32 if b * n_t * n_p < 2 ** 31 else np.int64
-    code = t.astype(dtype) * n_p
-    np.add(code, p, out=code, casting="unsafe")
-    code += (np.arange(b, dtype=dtype) * (n_t * n_p))[:, None]
-    counts = np.bincount(code.ravel(), minlength=b * n_t * n_p).reshape(b, n_t, n_p)
+    step = max(1, chunk_pixels // max(1, t.shape[1]))
+    buf = np.empty((min(step, b), t.shape[1]), np.int64)
+    parts = []
+    for s in range(0, b, step):
+        e = min(b, s + step)
+        n_t, n_p = _id_bound(t[s:e]), _id_bound(p[s:e])
+        code = buf[: e - s]
+        np.multiply(t[s:e], n_p, out=code, casting="unsafe")
+        np.add(code, p[s:e], out=code, casting="unsafe")
+        code += (np.arange(e - s, dtype=np.int64) * (n_t * n_p))[:, None]
+        parts.append(np.bincount(code.ravel(), minlength=(e - s) * n_t * n_p).reshape(e - s, n_t, n_p))
+    counts = np.zeros((b, max((c.shape[1] for c in parts), default=1), max((c.shape[2] for c in parts), default=1)),
+                      np.int64)
+    for s, c in zip(range(0, b, step), parts):
+        counts[s:s + len(c), :c.shape[1], :c.shape[2]] = c
     counts[:, 0] = 0
     return torch.from_numpy(counts)
 

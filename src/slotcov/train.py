@@ -235,6 +235,9 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     use_amp = dev.type == "cuda" and t["amp"] == "bf16"  # fp32 (the paper's) unless opted in
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
+        # PyTorch's defaults: TF32 in cuDNN convolutions, full fp32 matmuls unless the preset opts in
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high" if t["tf32_matmul"] else "highest")
     compile_ = t.get("compile", "auto")
     forward = torch.compile(model) if compile_ is True or (compile_ == "auto" and dev.type == "cuda") else model
     board = _tensorboard(out, step) if monitor["tensorboard"] else None  # before anything the finally undoes

@@ -8,6 +8,7 @@ import numpy as np
 from slotcov.cells import EVAL_ONLY, PAPER_CELLS
 from slotcov.config import resolve_cell
 from slotcov.io import write_json
+from slotcov.plan import minutes, train_runtime
 
 # Jobs call `slotcov` by name: put the interpreter running Snakemake (venv or conda env)
 # first on PATH, so `.venv/bin/snakemake` works without activating the environment
@@ -99,8 +100,14 @@ DEFAULT_RESOURCES = {  # rule: threads, mem_mb, runtime, gpu (config `resources.
 
 
 def res(rule_name: str, key: str):
-    """One resource of a rule: config `resources.<rule>.<key>`, else the default above."""
-    return config.get("resources", {}).get(rule_name, {}).get(key, DEFAULT_RESOURCES[rule_name][key])
+    """One resource of a rule: config `resources.<rule>.<key>`, else the default above.
+
+    With a `plan` file (`slotcov plan --out`), a train job's runtime is its cell's planned one.
+    """
+    value = config.get("resources", {}).get(rule_name, {}).get(key, DEFAULT_RESOURCES[rule_name][key])
+    if (rule_name, key) == ("train", "runtime") and config.get("plan"):
+        return lambda wildcards: train_runtime(config, f"{wildcards.dataset}/{wildcards.method}", minutes(value))
+    return value
 
 
 # --- targets ---

@@ -1,0 +1,230 @@
+"""`slotcov plan`: GPU-hours of a preset on one device, and the SLURM time limit of each train job.
+
+For every trained cell of the preset (and the sweep), the steps/s of its model come from
+bench/results.json for the device's name (`slotcov bench` writes them), or from a short
+measurement on this machine (`--measure`). Hours per job = steps / steps/s; the SLURM runtime
+is that x `--margin`, rounded up to whole hours and capped. `--out FILE` writes the plan that
+the workflow's train rules read (config key `plan`) instead of the preset's fixed runtime.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from slotcov.cells import EVAL_ONLY, PAPER_CELLS
+from slotcov.config import check_override, deep_merge, load, parse_set, resolve_cell
+from slotcov.errors import UserError
+from slotcov.io import atomic_path
+
+STAND_IN = "eager fp32 baseline (bench/baseline.py), a conservative stand-in for the fp32 path"
+
+
+def minutes(value) -> int:
+    """A SLURM/Snakemake runtime (minutes as a number, or "90m", "12h", "7d") in minutes."""
+    if isinstance(value, (int, float)):
+        return int(math.ceil(value))
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(m|min|h|d)?\s*", str(value))
+    if not m:
+        raise UserError(f"runtime {value!r} not understood: write minutes (90) or 90m, 12h, 7d")
+    return int(math.ceil(float(m[1]) * {None: 1, "m": 1, "min": 1, "h": 60, "d": 1440}[m[2]]))
+
+
+def slurm_runtime(hours: float, margin: float, cap_min: int) -> int:
+    """hours x margin in minutes, rounded up to whole hours, at most cap_min."""
+    return min(cap_min, 60 * math.ceil(hours * margin))
+
+
+def _precision(cfg: dict) -> str:
+    """fp32 or bf16: what the trainer runs on a GPU for this cell (train.amp)."""
+    return cfg["train"]["amp"]
+
+
+def measurements(results: dict, device: str) -> list[dict]:
+    """Every training measurement of `device` in a bench/results.json: cell, precision, steps/s, label."""
+    if device not in results:
+        known = ", ".join(repr(k) for k in results if not k.endswith("(quick)")) or "none"
+        raise UserError(f"no measurements for device {device!r} in bench/results.json; known devices: {known} "
+                        f"(or run `slotcov plan --measure` on that device)")
+    entry, out = results[device], []
+    for key, bench in entry.items():
+        m = re.fullmatch(r"train_(cmdsprites|coco)_(\w+?)(_compiled|_fp32|_bf16)?", key)
+        if not m or not isinstance(bench, dict) or f"{m[1]}/{m[2]}" not in PAPER_CELLS:
+            continue
+        cell, suffix = f"{m[1]}/{m[2]}", m[3] or ""
+        when = bench.get("measured_at", entry.get("measured_at", "?"))
+        bs = bench["batch_size"]
+        if suffix in ("_fp32", "_bf16"):  # slotcov's trainer, the precision named, compile as on the device
+            prec = suffix[1:]
+            out.append({"cell": cell, "precision": prec, "batch_size": bs, "rank": 0,
+                        "steps_per_s": bench["ours_steps_per_s"],
+                        "label": f"slotcov {prec} trainer (compile {bench.get('compile')}), {key}, {when}"})
+        elif "ours_steps_per_s" in bench:  # before the fp32 path: `amp: auto` = bf16 autocast on CUDA only
+            prec = "bf16" if entry.get("machine", {}).get("device") == "cuda" else "fp32"
+            out.append({"cell": cell, "precision": prec, "batch_size": bs, "rank": 1 if suffix else 2,
+                        "steps_per_s": bench["ours_steps_per_s"],
+                        "label": f"slotcov {prec} trainer (compile {bench.get('compile')}), {key}, {when}"})
+        if bench.get("baseline_steps_per_s"):
+            out.append({"cell": cell, "precision": "fp32", "batch_size": bs, "rank": 3,
+                        "steps_per_s": bench["baseline_steps_per_s"], "label": f"{STAND_IN}, {key}, {when}"})
+    return out
+
+
+def pick(cfg: dict, found: list[dict]) -> dict | None:
+    """The best measurement of a model like this cell's (same model settings, batch size, precision)."""
+    same = [m for m in found if m["precision"] == _precision(cfg) and m["batch_size"] == cfg["train"]["batch_size"]
+            and PAPER_CELLS[m["cell"]]["model"] == cfg["model"]]
+    return min(same, key=lambda m: (m["rank"], -m["steps_per_s"]), default=None)
+
+
+def measure(cfg: dict, steps: int = 20, warm: int = 5) -> dict:
+    """steps/s of the trainer on this machine for the cell `cfg`, on random inputs of its shape."""
+    import numpy as np
+    import torch
+
+    from slotcov.data import InMemory
+    from slotcov.train import resolve_device, train
+
+    m, bs = cfg["model"], cfg["train"]["batch_size"]
+    if m["kind"] == "sa_cnn":
+        data = InMemory(image=torch.rand(2 * bs, 3, m["resolution"], m["resolution"]))
+    elif m["kind"] == "sa_vit":
+        r = m.get("target_resolution", 128)
+        data = InMemory(features=torch.randn(2 * bs, m["num_tokens"], m["feature_dim"]).half(),
+                        image=torch.rand(2 * bs, 3, r, r))
+    else:
+        data = InMemory(features=torch.randn(2 * bs, m["num_tokens"], m["feature_dim"]).half())
+    run = deep_merge(cfg, {"train": {"steps": warm + steps, "log_every": 1, "checkpoint_every": 10 ** 9}})
+    dev = resolve_device("auto")
+    with tempfile.TemporaryDirectory() as tmp:
+        train(run, data, tmp, progress=False)
+        secs = np.loadtxt(Path(tmp) / "log.csv", delimiter=",", skiprows=1, usecols=-1, ndmin=1)
+    return {"steps_per_s": steps / (secs[-1] - secs[warm - 1]),
+            "label": f"measured now ({dev.type}): {steps} steps after {warm} warm-up, {time.strftime('%Y-%m-%d %H:%M')}"}
+
+
+def device_name() -> str:
+    """This machine's device as bench/run.py names it in bench/results.json."""
+    import os
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def jobs(config: dict, overrides: dict | None = None) -> list[tuple[str, dict, int]]:
+    """(cell, resolved settings of its seed-0 job, number of train jobs) for the cells and the sweep."""
+    out = [(cell, resolve_cell(config, cell, overrides), len(config["seeds"]))
+           for cell in config["cells"] if cell not in EVAL_ONLY]
+    sweep = config.get("sweep") or {}
+    if sweep.get("betas"):
+        cell = sweep.get("cell", "cmdsprites/covloss")
+        n = len(sweep["betas"]) * len(sweep.get("seeds", config["seeds"]))
+        out.append((f"sweep {cell}", resolve_cell(config, cell, overrides), n))
+    return out
+
+
+def make_plan(config: dict, device: str, results: dict | None, margin: float = 1.5, cap: str = "7d",
+              measure_steps: int | None = None, overrides: dict | None = None) -> dict:
+    """The plan as plain data: per cell its steps/s, source, hours per job and SLURM runtime (minutes)."""
+    cap_min, fallback = minutes(cap), config.get("resources", {}).get("train", {}).get("runtime", "48h")
+    found = measurements(results, device) if measure_steps is None else []
+    cells, total, unmeasured, timed = {}, 0.0, 0, {}
+    for name, cfg, n in jobs(config, overrides):
+        key = json.dumps([cfg["model"], cfg["train"]["batch_size"], _precision(cfg)], sort_keys=True)
+        if measure_steps is not None:
+            m = timed[key] = timed.get(key) or measure(cfg, measure_steps)
+        else:
+            m = pick(cfg, found)
+        row = {"jobs": n, "steps": cfg["train"]["steps"], "batch_size": cfg["train"]["batch_size"],
+               "precision": _precision(cfg)}
+        if m is None:
+            unmeasured += n
+            row.update(steps_per_s=None, source=f"not measured on this device: the preset's runtime {fallback}",
+                       hours_per_job=None, runtime_min=min(cap_min, minutes(fallback)))
+        else:
+            hours = cfg["train"]["steps"] / m["steps_per_s"] / 3600
+            total += hours * n
+            row.update(steps_per_s=round(m["steps_per_s"], 3), source=m["label"], hours_per_job=round(hours, 2),
+                       runtime_min=slurm_runtime(hours, margin, cap_min))
+        cells[name] = row
+    return {"device": device, "preset": config.get("preset"), "margin": margin, "cap_min": cap_min,
+            "made_at": time.strftime("%Y-%m-%d %H:%M"), "gpu_hours_measured_jobs": round(total, 1),
+            "jobs_not_measured": unmeasured, "cells": cells}
+
+
+def train_runtime(config: dict, cell: str, default):
+    """The SLURM runtime (minutes) of one train job of `cell`: from the plan file named by the config's
+    `plan` key when it exists and covers the cell at the preset's step count, else `default`."""
+    path = config.get("plan")
+    if not path or not Path(path).exists():
+        return default
+    row = (yaml.safe_load(Path(path).read_text()) or {}).get("cells", {}).get(cell)
+    if not row or row.get("steps") != resolve_cell(config, cell)["train"]["steps"]:
+        return default
+    return row["runtime_min"]
+
+
+def _duration(minutes_: int) -> str:
+    return f"{minutes_ // 60}h" if minutes_ % 60 == 0 else f"{minutes_}m"
+
+
+def render(plan: dict) -> str:
+    """The plan as a text table."""
+    h = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    lines = [f"plan of preset {plan['preset']} on {plan['device']} (SLURM runtime = hours x {plan['margin']}, "
+             f"rounded up to whole hours, at most {plan['cap_min'] // 60} h)",
+             f"{'cell':<32} {'jobs':>4} {'steps':>8} {'steps/s':>8} {'h/job':>7} {'runtime':>8}  measurement"]
+    for name, r in plan["cells"].items():
+        sps = "-" if r["steps_per_s"] is None else f"{r['steps_per_s']:.2f}"
+        lines.append(f"{name:<32} {r['jobs']:>4} {r['steps']:>8} {sps:>8} {h(r['hours_per_job']):>7} "
+                     f"{_duration(r['runtime_min']):>8}  {r['source']}")
+    n_jobs = sum(r["jobs"] for r in plan["cells"].values())
+    lines.append(f"total: {plan['gpu_hours_measured_jobs']:.1f} GPU-hours for the {n_jobs - plan['jobs_not_measured']}"
+                 f" measured train jobs of {n_jobs}" + (f"; {plan['jobs_not_measured']} jobs not measured on this "
+                                                        f"device (not in the total)" if plan["jobs_not_measured"] else ""))
+    return "\n".join(lines)
+
+
+def cli_plan(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="slotcov plan", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="config.yaml", help="preset file (default: config.yaml)")
+    p.add_argument("--device", help="a device name as in bench/results.json, e.g. 'NVIDIA H100 80GB HBM3'")
+    p.add_argument("--results", default="bench/results.json", help="benchmark results (default: bench/results.json)")
+    p.add_argument("--measure", type=int, nargs="?", const=20, metavar="STEPS",
+                   help="time STEPS (default 20) steps of each model on this machine instead")
+    p.add_argument("--margin", type=float, default=1.5, help="SLURM runtime = measured hours x margin (1.5)")
+    p.add_argument("--cap", default="7d", help="longest SLURM runtime (default 7d)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a cell setting of every job, e.g. --set train.amp=bf16")
+    p.add_argument("--out", help="write the plan (YAML) here, for the config key `plan`")
+    args = p.parse_args(argv)
+    config = load(args.config)
+    overrides = parse_set(args.set)
+    check_override(overrides)
+    results = None
+    if args.measure is None:
+        if not args.device:
+            raise UserError("give --device NAME (a device of bench/results.json) or --measure")
+        if not Path(args.results).exists():
+            raise UserError(f"{args.results} not found: run `slotcov bench` or pass --results FILE")
+        results = json.loads(Path(args.results).read_text())
+    device = device_name() if args.measure is not None else args.device
+    plan = make_plan(config, device, results, args.margin, args.cap, args.measure, overrides)
+    print(render(plan))
+    if args.out:
+        plan["made_by"] = "slotcov plan " + " ".join(argv)
+        with atomic_path(args.out) as tmp:
+            Path(tmp).write_text(yaml.safe_dump(plan, sort_keys=False, width=200))
+        print(f"wrote {args.out}")
+    return 0

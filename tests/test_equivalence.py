@@ -1,0 +1,99 @@
+"""The fp32 path of slotcov's trainer computes what the authors'-style eager loop computes.
+
+bench/baseline.py is the benchmark's baseline: the same architecture written plainly (eager fp32,
+Adam, a .item() per step). Given the same initial weights, the same batches and the same slot
+noise, one step of `slotcov.train.train` (fp32: train.amp fp32; the first decoder layer by linearity,
+the asynchronous loss check, the learning-rate schedule and gradient clipping in the loop) must
+move every parameter as the baseline's step does, and 50 steps must give the same loss curve,
+up to fp32 rounding. Tiny models: a few seconds on 2 CPU cores.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import baseline  # noqa: E402
+
+from slotcov.cells import PAPER_CELLS, build_cell  # noqa: E402
+from slotcov.config import deep_merge  # noqa: E402
+from slotcov.data import InMemory  # noqa: E402
+from slotcov.train import batch_indices, train  # noqa: E402
+
+TINY = {
+    "cmdsprites/sa": {"model": {"resolution": 16, "num_slots": 3, "slot_dim": 16, "mlp_hidden": 32, "channels": 16}},
+    "coco/dinosaur": {"model": {"feature_dim": 32, "num_tokens": 16, "num_slots": 3, "slot_dim": 16,
+                                "mlp_hidden": 32, "decoder_hidden": [48]}},
+}
+BATCH = 8
+
+
+def tiny_cell(cell: str, steps: int) -> dict:
+    """The paper cell scaled down, fp32, a constant learning rate (the baseline has no schedule)."""
+    train_cfg = {"steps": steps, "batch_size": BATCH, "warmup_steps": 0, "decay_rate": 1.0, "log_every": 1,
+                 "checkpoint_every": 10 ** 9, "compile": False, "amp": "fp32", "seed": 3}
+    return deep_merge(PAPER_CELLS[cell], {**TINY[cell], "train": train_cfg})
+
+
+def tiny_data(cfg: dict) -> tuple[InMemory, str]:
+    g = torch.Generator().manual_seed(0)
+    m = cfg["model"]
+    if m["kind"] == "sa_cnn":
+        return InMemory(image=torch.rand(40, 3, m["resolution"], m["resolution"], generator=g)), "image"
+    return InMemory(features=torch.randn(40, m["num_tokens"], m["feature_dim"], generator=g).half()), "features"
+
+
+def run_both(cell: str, steps: int, tmp_path: Path):
+    """(slotcov's weights, loss curve) and (the baseline's weights, loss curve) after `steps` steps,
+    plus the initial weights, all under slotcov's parameter names."""
+    cfg = tiny_cell(cell, steps)
+    data, key = tiny_data(cfg)
+    if cfg["model"]["kind"] == "sa_cnn":  # the decoder's first layer goes by linearity at this size
+        assert BATCH * cfg["model"]["num_slots"] > cfg["model"]["slot_dim"] + 1
+    train(cfg, data, tmp_path / "ours", device="cpu", progress=False)
+    ours = torch.load(tmp_path / "ours" / "model.pt", weights_only=True)["model"]
+    ours_loss = np.loadtxt(tmp_path / "ours" / "log.csv", delimiter=",", skiprows=1, usecols=2, ndmin=1)
+
+    torch.manual_seed(cfg["train"]["seed"])  # as the trainer does: the same initial weights ...
+    model, _ = build_cell(cfg)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    base = baseline.from_slotcov(cfg["model"], init)
+    torch.set_rng_state(rng)  # ... and the same slot noise
+    batches = [data.batch(batch_indices(s, BATCH, len(data), cfg["train"]["seed"]))[key].float()
+               for s in range(steps)]
+    base_loss = baseline.train_steps(base, batches, steps, torch.device("cpu"), lr=cfg["train"]["lr"],
+                                     clip=cfg["train"]["grad_clip"])
+    base_sd = base.state_dict()
+    base_state = {k: base_sd[baseline.rename(cfg["model"]["kind"], k)].reshape(v.shape) for k, v in init.items()}
+    return init, (ours, ours_loss), (base_state, np.array(base_loss))
+
+
+@pytest.mark.parametrize("cell", list(TINY))
+def test_one_fp32_step_equals_the_baseline_step(cell, tmp_path):
+    init, (ours, _), (base, _) = run_both(cell, 1, tmp_path)
+    lr = PAPER_CELLS[cell]["train"]["lr"]
+    assert ours.keys() == base.keys()
+    # the alpha logit's bias (last output of the decoder's last layer) cancels in the softmax over
+    # slots: its exact gradient is 0, its computed one rounding noise that Adam scales up to ~lr
+    alpha_bias = [k for k in init if k.startswith("decoder.") and k.endswith(".bias")][-1]
+    for name in ours:
+        # the update, not just the weights: Adam's first step moves every weight by about lr,
+        # so a wrong update hides under a tolerance on the weights themselves
+        ours_step, base_step = ours[name] - init[name], base[name] - init[name]
+        if name == alpha_bias:
+            ours_step[-1] = base_step[-1] = 0
+        torch.testing.assert_close(ours_step, base_step, rtol=1e-3, atol=lr * 1e-3, msg=lambda m, n=name: f"{n}: {m}")
+        assert not torch.equal(ours[name], init[name]), f"{name} did not move"
+
+
+@pytest.mark.parametrize("cell", list(TINY))
+def test_fifty_fp32_steps_give_the_baseline_loss_curve(cell, tmp_path):
+    _, (ours, ours_loss), (base, base_loss) = run_both(cell, 50, tmp_path)
+    assert len(ours_loss) == len(base_loss) == 50
+    assert base_loss[-1] < base_loss[0]  # it trains: the curve is not flat
+    np.testing.assert_allclose(ours_loss, base_loss, rtol=1e-4)  # log.csv keeps 6 significant digits
+    for name in ours:
+        torch.testing.assert_close(ours[name], base[name], rtol=1e-3, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")

@@ -1,0 +1,118 @@
+"""`slotcov plan`: hours and SLURM runtimes from recorded benchmarks, and the workflow using them."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slotcov import plan as P
+from slotcov.cli import main
+from slotcov.config import load
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+RESULTS = {  # hand-made: one device with an fp32 measurement, a bf16 one, and the eager baseline
+    "Card X": {
+        "machine": {"name": "Card X", "device": "cuda"}, "measured_at": "2026-01-01 00:00",
+        "train_cmdsprites_sa_fp32": {"batch_size": 64, "ours_steps_per_s": 50.0, "baseline_steps_per_s": 25.0,
+                                     "compile": True, "measured_at": "2026-01-02 00:00"},
+        "train_cmdsprites_sa_bf16": {"batch_size": 64, "ours_steps_per_s": 100.0, "baseline_steps_per_s": 25.0,
+                                     "compile": True},
+        "train_coco_dinosaur": {"batch_size": 64, "ours_steps_per_s": 80.0, "baseline_steps_per_s": 20.0},
+        "fg_ari": {"ratio_median": 50.0},
+    },
+    "Card Y (quick)": {},
+}
+
+
+def paper(amp="fp32"):
+    config = load(REPO / "config" / "paper.yaml")
+    config["methods"] = {c: {"train": {"amp": amp}} for c in config["cells"]}
+    return config
+
+
+def test_plan_from_recorded_results():
+    plan = P.make_plan(paper(), "Card X", RESULTS, margin=1.5, cap="7d")
+    sa = plan["cells"]["cmdsprites/sa"]
+    assert sa["steps_per_s"] == 50.0 and "fp32 trainer" in sa["source"]
+    assert sa["hours_per_job"] == pytest.approx(500_000 / 50 / 3600, abs=0.01)  # 2.78 h
+    assert sa["runtime_min"] == 5 * 60  # 2.78 h x 1.5 = 4.17 h, rounded up to whole hours
+    assert plan["cells"]["cmdsprites/covloss"]["steps_per_s"] == 50.0  # the same model, measured as cmdsprites/sa
+    dino = plan["cells"]["coco/dinosaur"]  # no fp32 measurement: the eager fp32 baseline stands in, labelled
+    assert dino["steps_per_s"] == 20.0 and "stand-in" in dino["source"]
+    wide = plan["cells"]["coco/dinosaur1024"]  # another model: not measured, the preset's runtime
+    assert wide["steps_per_s"] is None and wide["runtime_min"] == 72 * 60 and "not measured" in wide["source"]
+    assert plan["cells"]["sweep cmdsprites/covloss"]["jobs"] == 4
+    measured = [r for r in plan["cells"].values() if r["hours_per_job"] is not None]
+    assert plan["gpu_hours_measured_jobs"] == pytest.approx(sum(r["hours_per_job"] * r["jobs"] for r in measured), abs=0.1)
+    assert plan["jobs_not_measured"] == 5 * 3  # coco/sa, covloss, cosineloss, dinosaur1024 (x2)
+    bf16 = P.make_plan(paper("bf16"), "Card X", RESULTS)
+    assert bf16["cells"]["cmdsprites/sa"]["steps_per_s"] == 100.0
+    assert bf16["cells"]["coco/dinosaur"]["steps_per_s"] == 80.0
+
+
+def test_runtime_is_capped_and_rounded_up():
+    assert P.slurm_runtime(0.1, 1.5, 10_080) == 60
+    assert P.slurm_runtime(2.0, 1.5, 10_080) == 180
+    assert P.slurm_runtime(500.0, 1.5, 10_080) == 10_080  # 7 days
+    slow = {"Card X": {"train_cmdsprites_sa_fp32": {"batch_size": 64, "ours_steps_per_s": 0.5}}}
+    plan = P.make_plan(paper(), "Card X", slow, cap="2d")
+    assert plan["cells"]["cmdsprites/sa"]["runtime_min"] == 2 * 1440
+    assert P.minutes("72h") == 4320 and P.minutes(90) == 90 and P.minutes("7d") == 10_080
+
+
+def test_unknown_device_is_one_line_listing_the_known(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(RESULTS))
+    code = main(["plan", "--config", str(REPO / "config" / "paper.yaml"), "--device", "Card Z",
+                 "--results", str(results)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "'Card Z'" in err and "'Card X'" in err and "quick" not in err
+
+
+def test_cli_prints_the_table_and_writes_the_plan(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(RESULTS))
+    out = tmp_path / "plan.yaml"
+    assert main(["plan", "--config", str(REPO / "config" / "paper.yaml"), "--device", "Card X", "--results",
+                 str(results), "--margin", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cmdsprites/sa" in printed and "GPU-hours" in printed
+    written = yaml.safe_load(out.read_text())
+    assert written["device"] == "Card X" and written["margin"] == 2
+    assert written["cells"]["cmdsprites/sa"]["runtime_min"] == 360  # 2.78 h x 2 -> 6 h
+
+
+def test_measure_times_this_machine():
+    config = load(REPO / "config" / "test.yaml")
+    config["cells"], config["sweep"] = ["cmdsprites/sa"], None
+    plan = P.make_plan(config, "here", None, measure_steps=2)
+    row = plan["cells"]["cmdsprites/sa"]
+    assert row["steps_per_s"] > 0 and "measured now" in row["source"]
+
+
+def test_train_runtime_reads_the_plan(tmp_path):
+    config = load(REPO / "config" / "test.yaml")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"cells": {"cmdsprites/sa": {"steps": 10, "runtime_min": 123}}}))
+    assert P.train_runtime({**config, "plan": str(plan)}, "cmdsprites/sa", 60) == 123
+    assert P.train_runtime({**config, "plan": str(plan)}, "coco/sa", 60) == 60  # not in the plan
+    assert P.train_runtime({**config, "plan": str(tmp_path / "none.yaml")}, "cmdsprites/sa", 60) == 60
+    changed = {**config, "plan": str(plan), "datasets": {"cmdsprites": {"train": {"steps": 99}}}}
+    assert P.train_runtime(changed, "cmdsprites/sa", 60) == 60  # a plan for other step counts is not used
+
+
+def test_snakemake_train_job_gets_the_planned_runtime(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"cells": {"cmdsprites/sa": {"steps": 10, "runtime_min": 123}}}))
+    proc = subprocess.run([str(BIN / "snakemake"), "-n", "--nolock", "results/runs/cmdsprites/sa/seed0/model.pt",
+                           "results/runs/cmdsprites/covloss/seed0/model.pt", "--configfile", "config/test.yaml",
+                           "--config", f"plan={plan}"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = [block for block in proc.stdout.split("rule ")[1:] if block.startswith("train:")]
+    runtimes = {("sa" if "method=sa," in j else "covloss"): j.split("runtime=")[1].split(",")[0] for j in jobs}
+    assert runtimes == {"sa": "123", "covloss": "10"}  # not in the plan: the test preset's resources.train.runtime
