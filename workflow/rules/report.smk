@@ -1,7 +1,7 @@
 # Tables 1-3, figures and the PDF report from everything under results/.
 # The report() marks put them into Snakemake's HTML report (`snakemake --report
 # reports/workflow-report.html`), captions in workflow/report/*.rst.
-from slotcov.reports import FIGURES
+from slotcov.figures import FIGURES
 
 
 localrules:
