@@ -235,6 +235,55 @@ def test_recon_and_mask_panels():
     assert not np.allclose(rows[1][0][2:, :2], rows[1][0][2:, 2:])
 
 
+def test_grid_figure_shows_the_make_grid_mosaic(monkeypatch):
+    """The figure's image is torchvision's make_grid of the panels, without its outer border."""
+    import matplotlib
+    import torchvision.utils
+
+    matplotlib.use("Agg")
+    import torch
+    from torchvision.utils import make_grid
+
+    rng = np.random.default_rng(1)
+    panels = [[rng.uniform(size=(64, 48, 3)) for _ in range(3)] for _ in range(2)]  # 2 rows x 3 cols
+    pad = 2  # 64 // 32
+    grid = make_grid(torch.from_numpy(np.stack([p for row in panels for p in row])).permute(0, 3, 1, 2),
+                     nrow=3, padding=pad, pad_value=figures.GAP).permute(1, 2, 0).numpy()[pad:-pad, pad:-pad]
+    calls = []
+    monkeypatch.setattr(torchvision.utils, "make_grid", lambda *a, **k: calls.append(k) or make_grid(*a, **k))
+    fig = figures._grid_figure(panels, ["a", "b", "c"], ["r1", "r2"], "t")
+    assert calls == [{"nrow": 3, "padding": pad, "pad_value": figures.GAP}]
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    assert shown.shape == (2 * 64 + pad, 3 * 48 + 2 * pad, 3) and np.array_equal(shown, grid)
+    assert np.array_equal(shown[64 + pad:, 2 * (48 + pad):], panels[1][2])  # panel (1, 2) at its place
+    assert np.all(shown[64:64 + pad] == figures.GAP) and np.all(shown[:, 48:48 + pad] == figures.GAP)
+    ticks = fig.axes[0].get_xticks()
+    assert list(ticks) == [24, 48 + pad + 24, 2 * (48 + pad) + 24]  # labels centred on the panels
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_tables_write_numbers_only_where_told(tmp_path):
+    """`slotcov tables --numbers FILE` writes the tables into OUT and the macros into FILE, nothing else;
+    `slotcov report --numbers FILE` reads that file, and says so when it is missing."""
+    from slotcov.cli import main
+
+    results = tmp_path / "results"
+    make_results(results)
+    before = {p for p in tmp_path.rglob("*")}
+    out, numbers = tmp_path / "r" / "tables", tmp_path / "elsewhere" / "n.tex"
+    assert main(["tables", "--results", str(results), "--out", str(out), "--numbers", str(numbers)]) == 0
+    written = {p.relative_to(tmp_path).as_posix() for p in set(tmp_path.rglob("*")) - before if p.is_file()}
+    assert written == {f"r/tables/table{n}.{ext}" for n in (1, 2, 3) for ext in ("tex", "csv")} | {"elsewhere/n.tex"}
+    assert not (tmp_path / "r" / "numbers.tex").exists()
+    tex = report.render_report(out, tmp_path / "nofigures", results, numbers=numbers)
+    assert r"\newcommand{\TabOneCmdspritesSaMean}{91.00}" in tex
+    with pytest.raises(UserError, match=r"nowhere.tex is missing; run `slotcov tables --numbers"):
+        report.render_report(out, tmp_path / "nofigures", results, numbers=tmp_path / "nowhere.tex")
+    assert r"\newcommand" not in report.render_report(out, tmp_path / "nofigures", results)  # no default file
+
+
 CLAIMS_CSV = ("id,claim,paper,ours,ci_low,ci_high,n_seeds,verdict\n"
               "C1,CovLoss raises COCO FG-ARI over Slot Attention,9.55,5.25,1.5,9.25,3,reproduced\n"
               "C2,CosineLoss probes shape best,0.8984,0.8123,0.79,0.83,3,not reproduced\n")
@@ -367,3 +416,16 @@ def test_tables_report_the_mean_not_the_median(tmp_path):
     assert csv[(csv["method"] == "sa") & (csv["dataset"] == "cmdsprites")]["mean"].item() == pytest.approx(17.0)
     assert f"$17.00 \\pm {np.std(values, ddof=1):.2f}$" in (tmp_path / "tables" / "table1.tex").read_text()
     assert "\\newcommand{\\TabOneCmdspritesSaMean}{17.00}" in (tmp_path / "numbers.tex").read_text()
+
+
+def test_report_rules_pass_numbers_and_report_tex_as_declared_files(tmp_path):
+    """numbers.tex is the `tables` rule's output and the `report` rule's input; report.tex is an output."""
+    from workflow_repo import copy_repo, plan
+
+    repo = copy_repo(tmp_path)
+    counts, out = plan(repo, "-p", "reports/numbers.tex")  # a target only a declared output can be
+    assert counts["tables"] == 1 and "report" not in counts
+    assert "--out reports/tables --numbers reports/numbers.tex" in out
+    counts, out = plan(repo, "-p", "reports/report.tex")
+    assert counts["report"] == 1 and counts["tables"] == 1
+    assert "--numbers reports/numbers.tex" in out.split("rule report:")[1] and "--tex reports/report.tex" in out
