@@ -147,7 +147,7 @@ def render_report(tables_dir, figures_dir, results_dir, claims_dir=None, numbers
 
 
 def _pdflatex(pdflatex: str, tex_path: Path, figures_dir, out_pdf: Path, latex_log: Path) -> str | None:
-    """Compile the source at `tex_path` (twice) in a temporary folder into out_pdf; the missing package if TeX lacks one."""
+    """Compile `tex_path` (twice, in a temporary folder) into out_pdf; return the file TeX lacks, if that failed."""
     with tempfile.TemporaryDirectory(prefix="slotcov-report-") as tmp:
         tmp = Path(tmp)
         shutil.copyfile(tex_path, tmp / "report.tex")
@@ -174,8 +174,8 @@ def report(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None, numbe
 
     Without pdflatex on PATH, or when it lacks a package the report uses, the PDF is drawn with
     matplotlib instead (slotcov.report_pdf): the same tables, claims, figures and provenance,
-    saying on its first page why. Any other pdflatex failure is an error; pdflatex's output then
-    goes to `latex_log` (default: beside the PDF, .log).
+    saying on its first page why. Any other pdflatex failure is an error. A failed pdflatex's
+    output goes to `latex_log` (default: beside the PDF, .log).
     """
     out_pdf = Path(out_pdf)
     tex_path = Path(tex) if tex else out_pdf.with_suffix(".tex")
