@@ -148,7 +148,7 @@ def test_non_paper_settings_are_recorded_in_provenance_and_marked_in_the_tables(
     from slotcov.cells import PAPER_CELLS
     from slotcov.config import deep_merge
     from slotcov.evaluate import provenance
-    from slotcov.reports import MARKS, _marks, _notes
+    from slotcov.tables import MARKS, _marks, _notes
 
     config = {"preset": "paper", "data": {"cmdsprites": {"source": "real"}}}
     paper_cfg = PAPER_CELLS["cmdsprites/sa"]

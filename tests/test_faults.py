@@ -598,14 +598,15 @@ def test_report_writers_are_never_half_written(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    from slotcov import reports
+    from slotcov import figures, report
+    from slotcov import tables as tables_mod
     from slotcov.errors import UserError
 
     results = tmp_path / "results" / "metrics" / "cmdsprites" / "sa"
     results.mkdir(parents=True)
     (results / "seed0.json").write_text(json.dumps({"fg_ari": 90.0, "fg_ari_n": 32, "mbo": 50.0}))
     tables = tmp_path / "reports" / "tables"
-    reports.tables(tmp_path / "results", tables)
+    tables_mod.tables(tmp_path / "results", tables)
     good = {p.name: p.read_bytes() for p in tables.iterdir()}
     (results / "seed0.json").write_text(json.dumps({"fg_ari": 10.0, "fg_ari_n": 32, "mbo": 5.0}))
     real_to_csv, calls = pd.DataFrame.to_csv, {"n": 0}
@@ -619,7 +620,7 @@ def test_report_writers_are_never_half_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
     with pytest.raises(OSError):
-        reports.tables(tmp_path / "results", tables)
+        tables_mod.tables(tmp_path / "results", tables)
     monkeypatch.undo()
     changed = {n for n, b in good.items() if (tables / n).read_bytes() != b}
     assert changed <= {"table1.tex", "table1.csv", "table2.tex"}  # written in full before the fault
@@ -627,14 +628,14 @@ def test_report_writers_are_never_half_written(tmp_path, monkeypatch):
 
     figs = tmp_path / "reports" / "figures"
     fig = plt.figure()
-    reports._save(fig, figs, "curves")
+    figures._save(fig, figs, "curves")
     good = {p.name: p.read_bytes() for p in figs.iterdir()}
     monkeypatch.setattr(Figure, "savefig", lambda self, f, **k: (Path(f).write_bytes(b"\x89PNG half"),
                                                                  (_ for _ in ()).throw(OSError("disk full"))))
     with pytest.raises(OSError):
-        reports._save(plt.figure(), figs, "curves")
+        figures._save(plt.figure(), figs, "curves")
     with pytest.raises(OSError):
-        reports._save(plt.figure(), figs, "new_figure")
+        figures._save(plt.figure(), figs, "new_figure")
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in figs.iterdir()} == good and _no_temps(tmp_path) == []
 
@@ -647,7 +648,7 @@ def test_report_writers_are_never_half_written(tmp_path, monkeypatch):
     pdf = tmp_path / "reports" / "report.pdf"
     pdf.write_bytes(b"%PDF previous complete report")
     with pytest.raises(UserError, match="pdflatex failed"):
-        reports.report(tables, figs, tmp_path / "results", pdf)
+        report.report(tables, figs, tmp_path / "results", pdf)
     assert pdf.read_bytes() == b"%PDF previous complete report" and _no_temps(tmp_path) == []
 
 

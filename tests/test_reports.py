@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slotcov import paper, reports
+from slotcov import figures, paper, report, results, tables
 from slotcov.errors import UserError
 
 PROV = {"git_commit": "0123456789abcdef", "config_hash": "abc", "preset": "paper", "device": "NVIDIA H100",
@@ -92,7 +92,7 @@ def test_tables_from_metrics_files(tmp_path):
     results = tmp_path / "results"
     make_results(results)
     out = tmp_path / "reports" / "tables"
-    t = reports.tables(results, out)
+    t = tables.tables(results, out)
     sa = cell(t["table1"], "sa", "cmdsprites")
     assert sa["mean"] == pytest.approx(91.0) and sa["std"] == pytest.approx(1.0) and sa["n"] == 3
     assert sa["paper"] == paper.TABLE1[("cmdsprites", "sa")] and sa["marks"] == ""
@@ -135,45 +135,45 @@ def test_tables_from_metrics_files(tmp_path):
 
 def test_load_results_flattens_pipelines(tmp_path):
     make_results(tmp_path)
-    df = reports.load_results(tmp_path).set_index(["dataset", "method"])
+    df = results.load_results(tmp_path).set_index(["dataset", "method"])
     row = df.loc[("coco", "dinosaur")]
     assert row["fg_ari"] == 40.0 and row["authors.fg_ari"] == 40.0 and row["dinosaur.fg_ari"] == 38.0
     assert row["dinosaur.fg_ari_authors"] == 39.0 and row["pipeline"] == "authors"
     assert pd.isna(df.loc[("cmdsprites", "covloss"), "dinosaur.fg_ari"])  # no pipelines there
-    assert reports.coco_pipelines(reports.load_results(tmp_path)) == ("authors", "dinosaur")
+    assert results.coco_pipelines(results.load_results(tmp_path)) == ("authors", "dinosaur")
 
 
 def test_metric_section(tmp_path):
     make_results(tmp_path)
-    tex = reports.metric_section(tmp_path)
+    tex = report.metric_section(tmp_path)
     assert "DINOSAUR & authors & 1 & 40.00 & 44.00 & 40.0 & +4.50" in tex
     assert "CovLoss & dinosaur & 1 & 21.00 & 22.00 & 25.0 & +3.00" in tex
     assert "25.0\\% to 40.0\\% of the evaluation images" in tex
-    assert "No COCO metrics file" in reports.metric_section(tmp_path / "empty")
+    assert "No COCO metrics file" in report.metric_section(tmp_path / "empty")
 
 
 def test_tables_follow_the_files(tmp_path):
     results = tmp_path / "results"
     make_results(results)
     out = tmp_path / "tables"
-    reports.tables(results, out)
+    tables.tables(results, out)
     write_cell(results, "metrics", "cmdsprites", "sa", 2, {"fg_ari": 94.0})
     (results / "metrics" / "coco" / "dinosaur" / "seed0.json").unlink()
-    t = reports.tables(results, out)
+    t = tables.tables(results, out)
     assert cell(t["table1"], "sa", "cmdsprites")["mean"] == pytest.approx(92.0)
     assert "92.00" in (out / "table1.tex").read_text()
     assert cell(t["table3"], "dinosaur", metric="fg_ari")["n"] == 0
     assert re.search(r"DINOSAUR & -- & -- & -- & 43\.86", (out / "table3.tex").read_text())
     assert "40.00" not in (out / "table3.tex").read_text()
     (results / "provenance" / "metrics" / "cmdsprites" / "covloss" / "seed0.json").unlink()
-    t = reports.tables(results, out)
+    t = tables.tables(results, out)
     assert cell(t["table1"], "covloss", "cmdsprites")["marks"] == "noprov"
 
 
 def test_numbers_macros(tmp_path):
     results = tmp_path / "results"
     make_results(results)
-    reports.tables(results, tmp_path / "reports" / "tables")
+    tables.tables(results, tmp_path / "reports" / "tables")
     text = (tmp_path / "reports" / "numbers.tex").read_text()
     macros = dict(re.findall(r"\\newcommand\{\\([A-Za-z]+)\}\{([^}]*)\}", text))
     assert len(macros) == text.count("\\newcommand")  # every macro name is letters only
@@ -183,7 +183,7 @@ def test_numbers_macros(tmp_path):
     assert macros["TabTwoSaShapeAccMean"] == "0.8050" and macros["TabTwoCovlossYRTwoPaper"] == "0.9694"
     assert macros["TabThreeCocoDinosaurOneZeroTwoFourCovlossPaper"] == "35.35"
     assert macros["TabOneCocoCovlossDinosaurFgAriMean"] == "21.00" and macros["TabOneCocoCovlossFgAriAuthorsMean"] == "31.00"
-    reports.tables(results, tmp_path / "t", numbers_path=tmp_path / "n.tex")
+    tables.tables(results, tmp_path / "t", numbers_path=tmp_path / "n.tex")
     assert (tmp_path / "n.tex").read_text() == text
 
 
@@ -193,12 +193,12 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("built")
     results = root / "results"
     make_results(results)
-    reports.tables(results, root / "reports" / "tables")
+    tables.tables(results, root / "reports" / "tables")
     (root / "reports" / "figures").mkdir(parents=True)
     (root / "reports" / "figures" / "curves_coco.png").write_text("stale")
     log = io.StringIO()
     with contextlib.redirect_stderr(log):
-        written = reports.figures(results, root / "reports" / "figures")
+        written = figures.figures(results, root / "reports" / "figures")
     return {"root": root, "results": results, "written": written, "log": log.getvalue()}
 
 
@@ -214,7 +214,7 @@ def test_figures_from_samples_and_logs(built, tmp_path):
     assert not (out / "curves_coco.png").exists()  # inputs gone: stale figure removed
     assert "skipping figure recon_cmdsprites_cosineloss" in built["log"]
     assert "skipping figure curves_coco" in built["log"]
-    assert reports.figures(tmp_path, tmp_path / "figures") == []  # no inputs at all: nothing, no crash
+    assert figures.figures(tmp_path, tmp_path / "figures") == []  # no inputs at all: nothing, no crash
 
 
 def test_recon_and_mask_panels():
@@ -222,17 +222,66 @@ def test_recon_and_mask_panels():
     recon = np.full((1, 4, 4, 3), 0.5)
     masks = np.zeros((1, 2, 4, 4))
     masks[0, 0, :2], masks[0, 1, 2:] = 1, 1
-    cols, rows = reports._recon_panels({"image": img, "recon": recon, "masks": masks}, 3)
+    cols, rows = figures._recon_panels({"image": img, "recon": recon, "masks": masks}, 3)
     assert cols == ["Input", "Recon.", "Slot 1", "Slot 2"] and len(rows) == 1
     assert np.allclose(rows[0][2][:2], 0.5) and np.allclose(rows[0][2][2:], 1.0)  # white where the slot is absent
-    cols, rows = reports._recon_panels({"image": img, "masks": masks}, 3)  # DINOSAUR: no reconstruction
+    cols, rows = figures._recon_panels({"image": img, "masks": masks}, 3)  # DINOSAUR: no reconstruction
     assert cols == ["Input", "Slot 1", "Slot 2"] and np.allclose(rows[0][1][:2], 0.0)
     true_ids = np.array([[[0, 0], [1, 2]]])  # half resolution, upsampled for display
-    rows = reports._mask_panels({"a": {"image": img + 0.5, "masks": masks, "true_ids": true_ids}}, 4, "t")
+    rows = figures._mask_panels({"a": {"image": img + 0.5, "masks": masks, "true_ids": true_ids}}, 4, "t")
     assert len(rows) == 2 and len(rows[0]) == 1
     assert not np.allclose(rows[0][0][0, 0], rows[0][0][3, 0])  # two slots, two colours
     assert np.allclose(rows[1][0][:2], 0.3)  # ignored ground-truth pixels: image dimmed, not coloured
     assert not np.allclose(rows[1][0][2:, :2], rows[1][0][2:, 2:])
+
+
+def test_grid_figure_shows_the_make_grid_mosaic(monkeypatch):
+    """The figure's image is torchvision's make_grid of the panels, without its outer border."""
+    import matplotlib
+    import torchvision.utils
+
+    matplotlib.use("Agg")
+    import torch
+    from torchvision.utils import make_grid
+
+    rng = np.random.default_rng(1)
+    panels = [[rng.uniform(size=(64, 48, 3)) for _ in range(3)] for _ in range(2)]  # 2 rows x 3 cols
+    pad = 2  # 64 // 32
+    grid = make_grid(torch.from_numpy(np.stack([p for row in panels for p in row])).permute(0, 3, 1, 2),
+                     nrow=3, padding=pad, pad_value=figures.GAP).permute(1, 2, 0).numpy()[pad:-pad, pad:-pad]
+    calls = []
+    monkeypatch.setattr(torchvision.utils, "make_grid", lambda *a, **k: calls.append(k) or make_grid(*a, **k))
+    fig = figures._grid_figure(panels, ["a", "b", "c"], ["r1", "r2"], "t")
+    assert calls == [{"nrow": 3, "padding": pad, "pad_value": figures.GAP}]
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    assert shown.shape == (2 * 64 + pad, 3 * 48 + 2 * pad, 3) and np.array_equal(shown, grid)
+    assert np.array_equal(shown[64 + pad:, 2 * (48 + pad):], panels[1][2])  # panel (1, 2) at its place
+    assert np.all(shown[64:64 + pad] == figures.GAP) and np.all(shown[:, 48:48 + pad] == figures.GAP)
+    ticks = fig.axes[0].get_xticks()
+    assert list(ticks) == [24, 48 + pad + 24, 2 * (48 + pad) + 24]  # labels centred on the panels
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_tables_write_numbers_only_where_told(tmp_path):
+    """`slotcov tables --numbers FILE` writes the tables into OUT and the macros into FILE, nothing else;
+    `slotcov report --numbers FILE` reads that file, and says so when it is missing."""
+    from slotcov.cli import main
+
+    results = tmp_path / "results"
+    make_results(results)
+    before = {p for p in tmp_path.rglob("*")}
+    out, numbers = tmp_path / "r" / "tables", tmp_path / "elsewhere" / "n.tex"
+    assert main(["tables", "--results", str(results), "--out", str(out), "--numbers", str(numbers)]) == 0
+    written = {p.relative_to(tmp_path).as_posix() for p in set(tmp_path.rglob("*")) - before if p.is_file()}
+    assert written == {f"r/tables/table{n}.{ext}" for n in (1, 2, 3) for ext in ("tex", "csv")} | {"elsewhere/n.tex"}
+    assert not (tmp_path / "r" / "numbers.tex").exists()
+    tex = report.render_report(out, tmp_path / "nofigures", results, numbers=numbers)
+    assert r"\newcommand{\TabOneCmdspritesSaMean}{91.00}" in tex
+    with pytest.raises(UserError, match=r"nowhere.tex is missing; run `slotcov tables --numbers"):
+        report.render_report(out, tmp_path / "nofigures", results, numbers=tmp_path / "nowhere.tex")
+    assert r"\newcommand" not in report.render_report(out, tmp_path / "nofigures", results)  # no default file
 
 
 CLAIMS_CSV = ("id,claim,paper,ours,ci_low,ci_high,n_seeds,verdict\n"
@@ -263,7 +312,7 @@ def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tm
     assert shutil.which("pdflatex") is None
     out = tmp_path / "nolatex" / "report.pdf"
     args = (root / "reports" / "tables", root / "reports" / "figures", built["results"])
-    assert reports.report(*args, out, claims_dir=write_claims(tmp_path / "claims")) == out
+    assert report.report(*args, out, claims_dir=write_claims(tmp_path / "claims")) == out
     pages = pdf_pages(out)
     figures = sorted(p.stem for p in (root / "reports" / "figures").glob("*.png"))
     assert len(pages) == 1 + 3 + 1 + len(figures) + 1  # title, tables, claims, figures, provenance
@@ -281,7 +330,7 @@ def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tm
     assert r"\begin{table}" in (tmp_path / "nolatex" / "report.tex").read_text()  # the LaTeX source either way
     assert not list(out.parent.glob(".report.pdf.*"))
 
-    pages = pdf_pages(reports.report(*args, tmp_path / "noclaims.pdf"))  # no --claims: no claims page
+    pages = pdf_pages(report.report(*args, tmp_path / "noclaims.pdf"))  # no --claims: no claims page
     assert len(pages) == 1 + 3 + len(figures) + 1 and "Claims" not in " ".join(pages)
     with pytest.raises(UserError, match=r"nowhere/claims.csv is missing; .* or leave out --claims"):
         report_pdf.build(*args, tmp_path / "x.pdf", claims_dir=tmp_path / "nowhere")
@@ -300,18 +349,18 @@ def test_report_with_an_incomplete_latex_falls_back_but_other_latex_errors_stop(
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     args = (root / "reports" / "tables", root / "reports" / "figures", built["results"])
-    pages = pdf_pages(reports.report(*args, tmp_path / "r.pdf"))
+    pages = pdf_pages(report.report(*args, tmp_path / "r.pdf"))
     assert "built without LaTeX (pdflatex lacks booktabs.sty); install TeX Live" in pages[0]
     assert "booktabs.sty" in (tmp_path / "r.log").read_text()
     (fake.parent / "said.txt").write_text("! Undefined control sequence.\n")
     with pytest.raises(UserError, match=r"(?s)pdflatex failed on .*Undefined control sequence"):
-        reports.report(*args, tmp_path / "s.pdf")
+        report.report(*args, tmp_path / "s.pdf")
     assert not (tmp_path / "s.pdf").exists()
 
 
 def test_report_tex(built, tmp_path):
     root = built["root"]
-    tex = reports.render_report(root / "reports" / "tables", root / "reports" / "figures", built["results"],
+    tex = report.render_report(root / "reports" / "tables", root / "reports" / "figures", built["results"],
                                 claims_dir=write_claims(tmp_path / "claims"))
     assert tex.count(r"\begin{table}") == 4 and r"\includegraphics" in tex and "figures/masks_coco.pdf" in tex
     assert "How much the FG-ARI implementation moves" in tex
@@ -319,21 +368,21 @@ def test_report_tex(built, tmp_path):
     assert r"\newcommand{\TabOneCmdspritesSaMean}{91.00}" in tex
     assert "coco/covloss & 0 & 01234567 & paper & dinosaur & synthetic-coco / random & NVIDIA H100 & 3600" in tex
     assert "\\section{Claims}\n" + CLAIMS_TEX in tex
-    assert r"\section{Claims}" not in reports.render_report(root / "reports" / "tables", root / "reports" / "figures",
+    assert r"\section{Claims}" not in report.render_report(root / "reports" / "tables", root / "reports" / "figures",
                                                             built["results"])
     with pytest.raises(UserError, match="run `slotcov tables"):
-        reports.report(root / "nowhere", root / "reports" / "figures", built["results"], tmp_path / "r.pdf")
+        report.report(root / "nowhere", root / "reports" / "figures", built["results"], tmp_path / "r.pdf")
 
 
 def test_report_pdf(request, tmp_path):
     if shutil.which("pdflatex") is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("pdflatex missing in CI: " + reports.INSTALL_HINT)
-        pytest.skip(reports.INSTALL_HINT)
+            pytest.fail("pdflatex missing in CI: " + report.INSTALL_HINT)
+        pytest.skip(report.INSTALL_HINT)
     built = request.getfixturevalue("built")  # only after the check: building it is the slow part
     root = built["root"]
     out = root / "reports" / "report.pdf"
-    assert reports.report(root / "reports" / "tables", root / "reports" / "figures", built["results"], out,
+    assert report.report(root / "reports" / "tables", root / "reports" / "figures", built["results"], out,
                           claims_dir=write_claims(tmp_path / "claims")) == out
     assert out.read_bytes()[:5] == b"%PDF-"
     assert (root / "reports" / "report.tex").exists()
@@ -359,7 +408,7 @@ def test_tables_report_the_mean_not_the_median(tmp_path):
     values = [10.0, 11.0, 30.0]  # mean 17, median 11
     for seed, ari in enumerate(values):
         write_cell(tmp_path / "results", "metrics", "cmdsprites", "sa", seed, {"fg_ari": ari})
-    out = reports.tables(tmp_path / "results", tmp_path / "tables")
+    out = tables.tables(tmp_path / "results", tmp_path / "tables")
     row = cell(out["table1"], "sa", "cmdsprites")
     assert row["mean"] == pytest.approx(17.0) and row["mean"] != pytest.approx(np.median(values))
     assert row["std"] == pytest.approx(np.std(values, ddof=1)) and row["n"] == 3
@@ -367,3 +416,16 @@ def test_tables_report_the_mean_not_the_median(tmp_path):
     assert csv[(csv["method"] == "sa") & (csv["dataset"] == "cmdsprites")]["mean"].item() == pytest.approx(17.0)
     assert f"$17.00 \\pm {np.std(values, ddof=1):.2f}$" in (tmp_path / "tables" / "table1.tex").read_text()
     assert "\\newcommand{\\TabOneCmdspritesSaMean}{17.00}" in (tmp_path / "numbers.tex").read_text()
+
+
+def test_report_rules_pass_numbers_and_report_tex_as_declared_files(tmp_path):
+    """numbers.tex is the `tables` rule's output and the `report` rule's input; report.tex is an output."""
+    from workflow_repo import copy_repo, plan
+
+    repo = copy_repo(tmp_path)
+    counts, out = plan(repo, "-p", "reports/numbers.tex")  # a target only a declared output can be
+    assert counts["tables"] == 1 and "report" not in counts
+    assert "--out reports/tables --numbers reports/numbers.tex" in out
+    counts, out = plan(repo, "-p", "reports/report.tex")
+    assert counts["report"] == 1 and counts["tables"] == 1
+    assert "--numbers reports/numbers.tex" in out.split("rule report:")[1] and "--tex reports/report.tex" in out

@@ -22,10 +22,10 @@ COMMANDS = {
     "train": ("slotcov.train", "train one table cell (resumable)"),
     "evaluate": ("slotcov.evaluate", "FG-ARI, mBO and MSE of a trained cell on the evaluation split"),
     "probe": ("slotcov.probing", "property probing of frozen slots (Table 2)"),
-    "tables": ("slotcov.reports", "Tables 1-3 as LaTeX and CSV from the metrics files"),
-    "figures": ("slotcov.reports", "the paper's figures from the evaluation samples and logs"),
+    "tables": ("slotcov.tables", "Tables 1-3 as LaTeX and CSV from the metrics files"),
+    "figures": ("slotcov.figures", "the paper's figures from the evaluation samples and logs"),
     "claims": ("slotcov.claims", "the claims ledger: each claim of the paper, its effect over seeds and a verdict"),
-    "report": ("slotcov.reports", "compile reports/report.pdf"),
+    "report": ("slotcov.report", "compile reports/report.pdf"),
     "bench": ("slotcov.bench", "run the benchmark suite and write bench/results.json"),
     "plan": ("slotcov.plan", "GPU-hours of a preset on a device and each train job's SLURM runtime"),
 }

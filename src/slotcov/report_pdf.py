@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from slotcov import paper, reports
+from slotcov import paper
 from slotcov.errors import UserError
+from slotcov.figures import FIGURES
 from slotcov.io import atomic_path
+from slotcov.results import PROVENANCE_HEADER, claims_file, log, provenance_table
 
 NO_LATEX = "built without LaTeX ({reason}); install TeX Live (make latex) for the typeset report"
 PAGE = (8.27, 11.69)  # A4 portrait, inches
@@ -192,7 +194,7 @@ def _figures(doc: _Doc, figures_dir: Path) -> None:
     """One page per PNG under figures_dir, the report's figures first, in its order, with their captions."""
     import matplotlib.image as mpimg
 
-    captions = dict(reports.FIGURES)
+    captions = dict(FIGURES)
     order = list(captions)
     pngs = sorted(figures_dir.glob("*.png")) if figures_dir.is_dir() else []
     pngs.sort(key=lambda p: order.index(p.stem) if p.stem in captions else len(order))
@@ -238,8 +240,8 @@ def build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None, reason
 
     matplotlib.use("Agg")
     tables_dir, figures_dir, out_pdf = Path(tables_dir), Path(figures_dir), Path(out_pdf)
-    claims = reports.claims_file(claims_dir, "claims.csv")
-    provenance = reports.provenance_table(results_dir)
+    claims = claims_file(claims_dir, "claims.csv")
+    provenance = provenance_table(results_dir)
     n_figures = len(list(figures_dir.glob("*.png"))) if figures_dir.is_dir() else 0
     sections = (["Tables 1-3"] + (["Claims ledger"] if claims else [])
                 + [f"Figures ({n_figures})", f"Provenance ({len(provenance)} result files)"])
@@ -254,9 +256,9 @@ def build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None, reason
             if claims:
                 _claims(doc, claims)
             _figures(doc, figures_dir)
-            _table(doc, "Provenance", reports.PROVENANCE_HEADER, provenance, [26, 5, 10, 9, 12, 22, 18, 8],
+            _table(doc, "Provenance", PROVENANCE_HEADER, provenance, [26, 5, 10, 9, 12, 22, 18, 8],
                    notes="One row per result file: where and how each number was produced.", font=7)
         finally:
             doc.pdf.close()
-    reports._log(f"wrote {out_pdf} ({doc.pages} pages, {note})")
+    log(f"wrote {out_pdf} ({doc.pages} pages, {note})")
     return out_pdf

@@ -1,7 +1,13 @@
-# Tables 1-3, figures and the PDF report from everything under results/.
+# Tables 1-3, figures, the claims ledger and the PDF report from the result files.
+# The commands read the folder `results` (params.results); every file they read there is a
+# declared input, every file they write a declared output. Training logs (log.csv) are written
+# by the train job beside its model.pt, which stands for them as the input.
 # The report() marks put them into Snakemake's HTML report (`snakemake --report
 # reports/workflow-report.html`), captions in workflow/report/*.rst.
-from slotcov.reports import FIGURES
+from slotcov.figures import FIGURES
+
+
+include: "report_inputs.smk"
 
 
 localrules:
@@ -13,15 +19,20 @@ localrules:
 
 rule tables:
     input:
-        all_results(),
+        metrics=cell_targets(),
+        probe=probe_targets(),
+        provenance=provenance_of(cell_targets() + probe_targets()),
     output:
-        report(
+        tables=report(
             directory("reports/tables"),
             patterns=["{name}.csv"],
             caption="../report/tables.rst",
             category="Tables",
             labels={"table": "{name}"},
         ),
+        numbers="reports/numbers.tex",
+    params:
+        results=results_folder,
     conda:
         ENV
     log:
@@ -33,12 +44,14 @@ rule tables:
         mem_mb=res("report", "mem_mb"),
         runtime=res("report", "runtime"),
     shell:
-        "slotcov tables --results results --out {output} > {log} 2>&1"
+        "slotcov tables --results {params.results} --out {output.tables} --numbers {output.numbers} > {log} 2>&1"
 
 
 rule figures:
     input:
-        all_results(),
+        samples=sample_targets(),
+        runs=run_models(),
+        sweep=sweep_targets(),
     output:
         report(
             directory("reports/figures"),
@@ -50,6 +63,7 @@ rule figures:
     conda:
         ENV
     params:
+        results=results_folder,
         captions=dict(FIGURES),  # for the HTML report's captions (figures.rst)
     log:
         "logs/report/figures.log",
@@ -60,15 +74,18 @@ rule figures:
         mem_mb=res("report", "mem_mb"),
         runtime=res("report", "runtime"),
     shell:
-        "slotcov figures --results results --out {output} > {log} 2>&1"
+        "slotcov figures --results {params.results} --out {output} > {log} 2>&1"
 
 
 rule claims:
     input:
-        cell_targets(),  # what the ledger reads; also results/runs/*/seed*/log.csv, made before each metrics file
-        probe_targets(),
+        metrics=cell_targets(),
+        probe=probe_targets(),
+        runs=run_models(),
     output:
         report(directory("reports/claims"), patterns=["claims.csv"], caption="../report/claims.rst", category="Claims"),
+    params:
+        results=results_folder,
     conda:
         ENV
     log:
@@ -80,7 +97,7 @@ rule claims:
         mem_mb=res("report", "mem_mb"),
         runtime=res("report", "runtime"),
     shell:
-        "slotcov claims --results results --out {output} > {log} 2>&1"
+        "slotcov claims --results {params.results} --out {output} > {log} 2>&1"
 
 
 rule report:
@@ -88,12 +105,20 @@ rule report:
         tables="reports/tables",
         figures="reports/figures",
         claims="reports/claims",
+        numbers="reports/numbers.tex",
+        metrics=cell_targets(),  # the FG-ARI section and the provenance table
+        probe=probe_targets(),
+        provenance=provenance_of(cell_targets() + probe_targets()),
     output:
-        report("reports/report.pdf", caption="../report/report_pdf.rst", category="Report"),
+        pdf=report("reports/report.pdf", caption="../report/report_pdf.rst", category="Report"),
+        tex="reports/report.tex",
+    params:
+        results=results_folder,
     conda:
         ENV
     log:
-        "logs/report/report.log",
+        cmd="logs/report/report.log",
+        latex="logs/report/pdflatex.log",  # pdflatex's output, only when it fails
     benchmark:
         "logs/bench/report/report.tsv"
     threads: res("report", "threads")
@@ -102,4 +127,5 @@ rule report:
         runtime=res("report", "runtime"),
     shell:
         "slotcov report --tables {input.tables} --figures {input.figures} --claims {input.claims} "
-        "--results results --out {output} > {log} 2>&1"
+        "--numbers {input.numbers} --results {params.results} --out {output.pdf} --tex {output.tex} "
+        "--latex-log {log.latex} > {log.cmd} 2>&1"

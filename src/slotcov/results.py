@@ -1,0 +1,143 @@
+"""The result files under `results/` read into pandas (and numpy for the samples).
+
+Tables, figures and the report see the results only through these functions, so a cell that
+has not run is simply absent and a deleted file never survives as a stale number.
+Layout: docs/design.md (Paths).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from slotcov import paper
+from slotcov.errors import UserError
+
+KEYS = ["dataset", "method", "seed", "has_prov"]  # columns of load_results even when nothing has run
+PROVENANCE_HEADER = ["Cell", "Seed", "Commit", "Preset", "Protocol", "Data / encoder", "Device", "Wall (s)"]
+
+
+def log(msg: str) -> None:
+    print(f"slotcov reports: {msg}", file=sys.stderr)
+
+
+def seed_of(path: Path) -> int:
+    m = re.fullmatch(r"seed(\d+)", path.stem)
+    if m is None:
+        raise UserError(f"{path}: result files must be named seed<N>.json")
+    return int(m.group(1))
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: unreadable JSON ({err}); delete it and rerun the step that writes it") from err
+
+
+def _numbers(data: dict, prefix: str = "") -> dict:
+    return {prefix + k: v for k, v in data.items() if isinstance(v, (int, float))}
+
+
+def load_results(results_dir, kind: str = "metrics") -> pd.DataFrame:
+    """One row per result file under results/{kind}/{dataset}/{method}/seed{N}.json, provenance joined.
+
+    Provenance (results/provenance/{kind}/<same relative path>) columns are prefixed `prov_`;
+    `has_prov` says whether that file existed. A COCO file's pipeline sections become columns
+    `<pipeline>.<key>` (`dinosaur.fg_ari`), its primary pipeline's name the column `pipeline`.
+    """
+    rows = []
+    for path in sorted(Path(results_dir, kind).glob("*/*/seed*.json")):
+        if path.name.endswith(".provenance.json"):
+            continue
+        row = {"dataset": path.parent.parent.name, "method": path.parent.name, "seed": seed_of(path)}
+        data = read_json(path)
+        row.update(_numbers(data))
+        for name, section in (data.get("pipelines") or {}).items():
+            row.update(_numbers(section, f"{name}."))
+        if isinstance(data.get("pipeline"), str):
+            row["pipeline"] = data["pipeline"]
+        prov_path = Path(results_dir, "provenance", kind, *path.parts[-3:])
+        row["has_prov"] = prov_path.exists()
+        if row["has_prov"]:
+            row.update({f"prov_{k}": str(v) for k, v in read_json(prov_path).items()})
+        rows.append(row)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=KEYS)
+
+
+def load_sweep(results_dir) -> pd.DataFrame:
+    """Bottleneck sweep: one row per results/sweep/cmdsprites/covloss/beta{b}/seed{N}.json."""
+    rows = []
+    for path in sorted(Path(results_dir, "sweep", "cmdsprites", "covloss").glob("beta*/seed*.json")):
+        if path.name.endswith(".provenance.json"):
+            continue
+        try:
+            beta = float(path.parent.name.removeprefix("beta"))
+        except ValueError:
+            log(f"skipping {path}: folder name is not beta<number>")
+            continue
+        data = read_json(path)
+        rows.append({"beta": beta, "seed": seed_of(path), "fg_ari": data.get("fg_ari", np.nan),
+                     "slot_cov": data.get("slot_cov", np.nan)})
+    return pd.DataFrame(rows, columns=["beta", "seed", "fg_ari", "slot_cov"])
+
+
+def load_logs(results_dir, dataset: str) -> dict[str, pd.DataFrame]:
+    """Training logs of a dataset with rows: "method/seedN" -> results/runs/{dataset}/{method}/seedN/log.csv."""
+    logs = {}
+    for path in sorted(Path(results_dir, "runs", dataset).glob("*/seed*/log.csv")):
+        d = pd.read_csv(path)
+        if len(d) and "step" in d:
+            logs[f"{path.parent.parent.name}/{path.parent.name}"] = d
+    return logs
+
+
+def first_sample(results_dir, dataset: str, method: str) -> dict | None:
+    """The samples NPZ of a cell's lowest seed (its arrays and "seed"), or None."""
+    paths = sorted(Path(results_dir, "samples", dataset, method).glob("seed*.npz"), key=seed_of)
+    if not paths:
+        return None
+    with np.load(paths[0]) as z:
+        return {k: z[k] for k in z.files} | {"seed": seed_of(paths[0])}
+
+
+def coco_pipelines(metrics: pd.DataFrame) -> tuple[str, str]:
+    """(primary, other) COCO pipeline of the metrics files: primary = the `pipeline` most files name."""
+    coco = metrics[metrics["dataset"] == "coco"]
+    names = coco["pipeline"].dropna() if "pipeline" in coco else pd.Series(dtype=str)
+    primary = names.mode().iloc[0] if len(names) else paper.PAPER_PROTOCOL["coco"]
+    return primary, next(n for n in paper.COCO_PIPELINES if n != primary)
+
+
+def claims_file(claims_dir, name: str) -> Path | None:
+    """DIR/<name> of the claims ledger (None without --claims); a missing file is the user's to fix."""
+    if claims_dir is None:
+        return None
+    path = Path(claims_dir, name)
+    if not path.exists():
+        raise UserError(f"{path} is missing; build the claims ledger into {claims_dir} first, or leave out --claims")
+    return path
+
+
+def provenance_table(results_dir) -> list[list[str]]:
+    """One row (PROVENANCE_HEADER) per metrics and probing file: where and how its number was produced."""
+    rows = []
+    for kind in ["metrics", "probe"]:
+        df = load_results(results_dir, kind).sort_values(["dataset", "method", "seed"])
+        for _, r in df.iterrows():
+            def get(key, _r=r):
+                v = _r.get(f"prov_{key}")
+                return "--" if v is None or pd.isna(v) or v == "" else str(v)
+            wall = get("wall_time_s")
+            try:
+                wall = f"{float(wall):.0f}"
+            except ValueError:
+                pass
+            cell = f"{r['dataset']}/{r['method']}" + (" (probe)" if kind == "probe" else "")
+            rows.append([cell, str(r["seed"]), get("git_commit")[:8], get("preset"), get("protocol"),
+                         f"{get('dataset_kind')} / {get('encoder_weights')}", get("device"), wall])
+    return rows

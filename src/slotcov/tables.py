@@ -1,0 +1,283 @@
+"""Tables 1-3 of the paper from the metrics and probing files: CSV, LaTeX and a numbers file.
+
+Each cell is the mean +- std over seeds with n, the paper's value beside it, and a mark
+wherever the run differs from the paper's setting (replica or synthetic data, random-weight
+encoder, another evaluation protocol, a reduced preset, non-paper knobs, no provenance).
+
+    slotcov tables --results results --out reports/tables --numbers reports/numbers.tex
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from slotcov import paper
+from slotcov.io import atomic_path, write_text
+from slotcov.results import coco_pipelines, load_results, log
+
+# Deviations from the paper's setting, in footnote order: key -> (LaTeX math-mode mark, footnote).
+MARKS = {
+    "replica": (r"\dagger", "ran on the ColoredMDSprites replica rendered by slotcov, not DeepMind's dataset."),
+    "synthetic": (r"\ddagger", "ran on synthetic COCO-format images, not COCO 2017."),
+    "random": (r"\S", "frozen ViT encoder with random weights, not DINO."),
+    "protocol": (r"\P", "evaluated under another protocol than the paper's ({detail})."),
+    "preset": ("*", "reduced preset ({detail}), not the paper's schedule."),
+    "knobs": (r"\sharp", "settings the paper's runs did not use ({detail})."),
+    "noprov": ("?", "no provenance file: setting unknown."),
+}
+
+
+def default_numbers(tables_dir) -> Path:
+    """Where the numbers file goes without --numbers: beside the tables folder."""
+    return Path(tables_dir).parent / "numbers.tex"
+
+
+# ----------------------------------------------------------------------------- shaping (pandas)
+
+def _marks(group: pd.DataFrame, dataset: str, method: str) -> dict[str, str]:
+    """Deviation keys of one cell (union over its seeds) -> footnote detail."""
+    out: dict[str, str] = {}
+    if not group["has_prov"].all():
+        out["noprov"] = ""
+
+    def values(col):
+        return sorted(set(group[col].dropna())) if col in group else []
+
+    kinds = values("prov_dataset_kind")
+    if "replica" in kinds:
+        out["replica"] = ""
+    if "synthetic-coco" in kinds:
+        out["synthetic"] = ""
+    if "random" in values("prov_encoder_weights"):
+        out["random"] = ""
+    want = paper.BLOCKMASKS_PROTOCOL if method == "blockmasks" else paper.PAPER_PROTOCOL.get(dataset)
+    other = [p for p in values("prov_protocol") if want and p != want]
+    if other:
+        out["protocol"] = f"{', '.join(other)} instead of {want}"
+    knobs = [k for k in values("prov_non_paper") if k]  # e.g. "train.amp=bf16; model.slot_init=glorot"
+    if knobs:
+        out["knobs"] = "; ".join(knobs)
+    presets = [p for p in values("prov_preset") if p != "paper"]
+    if presets:
+        out["preset"] = "preset " + ", ".join(presets)
+    return out
+
+
+def summarize(df: pd.DataFrame, dataset: str, methods: list[str], metrics: list[str],
+              paper_values: dict) -> pd.DataFrame:
+    """Long table: one row per (method, metric) with mean, std (ddof 1), n, seeds, paper, marks."""
+    sel = df[df["dataset"] == dataset]
+    long = (sel.melt(id_vars=["method", "seed"], value_vars=[m for m in metrics if m in sel], var_name="metric")
+            .dropna(subset=["value"]))
+    stats = long.groupby(["method", "metric"]).agg(
+        mean=("value", "mean"), std=("value", "std"), n=("value", "size"),
+        seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))))
+    out = stats.reindex(pd.MultiIndex.from_product([methods, metrics], names=["method", "metric"])).reset_index()
+    out[["mean", "std"]] = out[["mean", "std"]].astype(float)
+    out["n"] = out["n"].fillna(0).astype(int)
+    out["seeds"] = out["seeds"].astype(object).fillna("")
+    out.insert(0, "dataset", dataset)
+    out["paper"] = [paper_values.get(key, np.nan) for key in zip(out["method"], out["metric"])]
+    detail = {m: _marks(g, dataset, m) for m, g in sel.groupby("method")}
+    out["_detail"] = [detail.get(m, {}) for m in out["method"]]
+    out.insert(len(out.columns) - 1, "marks", [";".join(d) for d in out["_detail"]])
+    return out
+
+
+def coco_metrics(other: str) -> list[str]:
+    """Table columns of a COCO cell: primary FG-ARI, the `other` pipeline's, the authors' FG-ARI on the primary."""
+    return ["fg_ari", f"{other}.fg_ari", "fg_ari_authors"]
+
+
+def build(metrics: pd.DataFrame, probe: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The long tables table1..3 (summarize) of the loaded metrics and probing files."""
+    # paper values stand beside the primary pipeline's rows, not the other pipeline's ("dinosaur.fg_ari")
+    cols = {"cmdsprites": ["fg_ari"], "coco": coco_metrics(coco_pipelines(metrics)[1])}
+    t1 = pd.concat([summarize(metrics, ds, paper.TABLE1_ROWS, cols[ds],
+                              {(m, c): paper.TABLE1[(ds, m)] for m in paper.TABLE1_ROWS for c in cols[ds] if "." not in c})
+                    for ds in paper.TABLE1_COLS], ignore_index=True)
+    t2 = summarize(probe, "cmdsprites", list(paper.TABLE2), paper.TABLE2_COLS,
+                   {(m, c): v for m, d in paper.TABLE2.items() for c, v in d.items()})
+    t3 = summarize(metrics, "coco", list(paper.TABLE3) + ["blockmasks"], cols["coco"],
+                   {(m, c): v for m, v in {**paper.TABLE3, "blockmasks": paper.BLOCKMASKS}.items()
+                    for c in cols["coco"] if "." not in c})
+    return {"table1": t1, "table2": t2, "table3": t3}
+
+
+# ----------------------------------------------------------------------------- LaTeX
+
+def tex_escape(text: str) -> str:
+    return re.sub(r"([\\&%$#_{}~^])", lambda m: {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}",
+                                                  "^": r"\textasciicircum{}"}.get(m.group(1), "\\" + m.group(1)),
+                  str(text))
+
+
+def _sup(keys) -> str:
+    marks = "".join(MARKS[k][0] for k in MARKS if k in keys)
+    return f"$^{{{marks}}}$" if marks else ""  # math mode: Type 1 cmsy glyphs, no bitmap text-companion fonts
+
+
+def _cell_tex(row, digits: int, with_n: bool = True, marks: bool = True) -> str:
+    if row["n"] == 0:
+        return "--"
+    text = f"{row['mean']:.{digits}f}"
+    if row["n"] > 1:
+        text = f"${text} \\pm {row['std']:.{digits}f}$"
+    if with_n:
+        text += r"\,{\scriptsize(" + str(row["n"]) + ")}"
+    return text + (_sup(row["_detail"]) if marks else "")
+
+
+def _paper_tex(value, digits: int) -> str:
+    return "--" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _notes(summary: pd.DataFrame) -> str:
+    """Footnotes for the marks used in a table, with the details of every cell that has them."""
+    lines = []
+    for key, (mark, text) in MARKS.items():
+        details = sorted({d[key] for d in summary["_detail"] if key in d})
+        if details:
+            lines.append(_sup([key]) + " " + tex_escape(text.format(detail="; ".join(details))))
+    lines.append(r"Cells: mean $\pm$ std over seeds, number of seeds in parentheses; -- = not run.")
+    return "\\par\n".join(lines)
+
+
+def _table_env(caption: str, label: str, colspec: str, body: str, notes: str, colsep: str = "6pt") -> str:
+    return (f"\\begin{{table}}[htbp]\n\\centering\n\\caption{{{caption}}}\\label{{{label}}}\n"
+            f"\\small\\setlength{{\\tabcolsep}}{{{colsep}}}\n\\begin{{tabular}}{{{colspec}}}\n\\toprule\n{body}\\bottomrule\n\\end{{tabular}}\n"
+            f"\\par\\smallskip\\parbox{{0.95\\linewidth}}{{\\footnotesize {notes}}}\n\\end{{table}}\n")
+
+
+def _coco_cells(s: pd.DataFrame, method: str) -> list[str]:
+    """The three COCO numbers of a method (marks on the first) and the paper's value."""
+    rows = s[(s["method"] == method) & (s["dataset"] == "coco")]
+    return ([_cell_tex(r, 2, marks=i == 0) for i, (_, r) in enumerate(rows.iterrows())]
+            + [_paper_tex(rows.iloc[0]["paper"], 2)])
+
+
+def _coco_header(s: pd.DataFrame) -> tuple[str, str]:
+    """COCO column heads and the note that says which pipeline and metric each column is."""
+    other = next(m for m in s["metric"] if "." in m).split(".")[0]
+    primary = next(n for n in paper.COCO_PIPELINES if n != other)
+    head = f"{primary} & {other} & {primary}, authors' metric & paper"
+    note = (f"COCO columns: FG-ARI under the {primary} pipeline (the tables' primary pipeline), under the "
+            f"{other} pipeline, and the paper authors' FG-ARI code (64-image batches in file order) under the "
+            f"{primary} pipeline. The paper's COCO values came from the authors' pipeline and FG-ARI code "
+            "(their loader shuffled, so their batches differed).")
+    return head, tex_escape(note)
+
+
+def _table1_tex(s: pd.DataFrame) -> str:
+    coco_head, coco_note = _coco_header(s[s["dataset"] == "coco"])
+    head = (" & \\multicolumn{2}{c}{ColoredMDSprites} & \\multicolumn{4}{c}{COCO} \\\\\n"
+            "\\cmidrule(lr){2-3}\\cmidrule(lr){4-7}\nMethod & ours & paper & " + coco_head + " \\\\\n\\midrule\n")
+    body = ""
+    for method in paper.TABLE1_ROWS:
+        row = s[(s["method"] == method) & (s["dataset"] == "cmdsprites")].iloc[0]
+        cells = [_cell_tex(row, 2), _paper_tex(row["paper"], 2)] + _coco_cells(s, method)
+        body += paper.LABELS[method] + " & " + " & ".join(cells) + " \\\\\n"
+    return _table_env("FG-ARI (\\%) on ColoredMDSprites and COCO (paper Table 1).", "tab:one",
+                      "lrrrrrr", head + body, coco_note + "\\par\n" + _notes(s), colsep="3pt")
+
+
+def _table2_tex(s: pd.DataFrame) -> str:
+    head = "Method & & " + " & ".join(paper.LABELS[c] for c in paper.TABLE2_COLS) + " \\\\\n\\midrule\n"
+    body = ""
+    for i, method in enumerate(paper.TABLE2):
+        rows = s[s["method"] == method].set_index("metric")
+        n = int(rows["n"].max())
+        ours = [_cell_tex(rows.loc[c], 4, with_n=False, marks=False) for c in paper.TABLE2_COLS]  # marks on the label
+        label = f"ours (n={n})" + _sup(rows["_detail"].iloc[0])
+        body += paper.LABELS[method] + f" & {label} & " + " & ".join(ours) + " \\\\\n"
+        body += " & paper & " + " & ".join(_paper_tex(rows.loc[c, "paper"], 4) for c in paper.TABLE2_COLS)
+        body += " \\\\\n" + ("\\midrule\n" if i < len(paper.TABLE2) - 1 else "")
+    return _table_env("Property probing on frozen ColoredMDSprites slots (paper Table 2).", "tab:two",
+                      "ll" + "c" * len(paper.TABLE2_COLS), head + body, _notes(s), colsep="3pt")
+
+
+def _table3_tex(s: pd.DataFrame) -> str:
+    coco_head, coco_note = _coco_header(s)
+    body = "Method & " + coco_head + " \\\\\n\\midrule\n"
+    for method in list(paper.TABLE3) + ["blockmasks"]:
+        cells = _coco_cells(s, method)
+        if method == "blockmasks":
+            body += "\\midrule\n"
+            cells[-1] = f"$\\approx${paper.BLOCKMASKS:.0f} (DINOSAUR's protocol)"
+        if method == "dinosaur1024":
+            cells[-1] += " (unstable)"
+        body += f"{paper.LABELS[method]} & " + " & ".join(cells) + " \\\\\n"
+    return _table_env("FG-ARI (\\%) on COCO for DINOSAUR (paper Table 3); block masks is DINOSAUR's "
+                      "reference baseline.", "tab:three", "lrrrr", body, coco_note + "\\par\n" + _notes(s), colsep="4pt")
+
+
+TEX = {"table1": _table1_tex, "table2": _table2_tex, "table3": _table3_tex}
+
+
+# ----------------------------------------------------------------------------- numbers macros
+
+def _macro_name(*parts: str) -> str:
+    digits = "Zero One Two Three Four Five Six Seven Eight Nine".split()
+    words = []
+    for part in parts:
+        for word in re.split(r"[^A-Za-z0-9]+", part):
+            word = re.sub(r"\d", lambda m: digits[int(m.group())], word)
+            words.append(word[:1].upper() + word[1:])
+    return "".join(words)
+
+
+def _number_macros(prefix: str, s: pd.DataFrame, digits: int, by_metric: bool) -> list[str]:
+    lines = []
+    for _, row in s.iterrows():
+        key = (prefix, row["method"], row["metric"]) if by_metric else (prefix, row["dataset"], row["method"])
+        if not by_metric and row["metric"] != "fg_ari":  # COCO's extra columns: other pipeline, authors' metric
+            key += (row["metric"],)
+        name = _macro_name(*key)
+        fmt = (lambda v: "--" if pd.isna(v) else f"{v:.{digits}f}")
+        lines += [f"\\newcommand{{\\{name}Mean}}{{{fmt(row['mean'])}}}",
+                  f"\\newcommand{{\\{name}Std}}{{{fmt(row['std'])}}}",
+                  f"\\newcommand{{\\{name}N}}{{{row['n']}}}",
+                  f"\\newcommand{{\\{name}Paper}}{{{fmt(row['paper'])}}}"]
+    return lines
+
+
+def numbers_tex(t: dict[str, pd.DataFrame]) -> str:
+    """A \\newcommand for the mean, std, n and paper value of every table cell (\\TabOneCmdspritesSaMean)."""
+    lines = ["% Generated by `slotcov tables` from the result files; do not edit."]
+    lines += _number_macros("TabOne", t["table1"], 2, by_metric=False)
+    lines += _number_macros("TabTwo", t["table2"], 4, by_metric=True)
+    lines += _number_macros("TabThree", t["table3"], 2, by_metric=False)
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- files
+
+def tables(results_dir, out_dir, numbers_path=None) -> dict[str, pd.DataFrame]:
+    """Write table{1,2,3}.tex/.csv into `out_dir` and the numbers macros to `numbers_path` (default_numbers)."""
+    out_dir = Path(out_dir)
+    numbers_path = Path(numbers_path) if numbers_path else default_numbers(out_dir)
+    metrics, probe = load_results(results_dir, "metrics"), load_results(results_dir, "probe")
+    log(f"{len(metrics)} metrics files, {len(probe)} probing files under {results_dir}")
+    result = build(metrics, probe)
+    for name, s in result.items():
+        write_text(out_dir / f"{name}.tex", TEX[name](s))
+        with atomic_path(out_dir / f"{name}.csv") as tmp:
+            s.drop(columns="_detail").to_csv(tmp, index=False, float_format="%.6g")
+    write_text(numbers_path, numbers_tex(result))
+    log(f"wrote {out_dir}/table{{1,2,3}}.{{tex,csv}} and {numbers_path}")
+    return result
+
+
+def cli_tables(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="slotcov tables", description="Tables 1-3 (LaTeX + CSV) and numbers.tex "
+                                "from the metrics and probing files.")
+    p.add_argument("--results", default="results", help="results folder (metrics/, probe/, provenance/)")
+    p.add_argument("--out", default="reports/tables", help="folder for table{1,2,3}.tex/.csv")
+    p.add_argument("--numbers", help="\\newcommand file of every number (default: OUT/../numbers.tex)")
+    args = p.parse_args(argv)
+    tables(args.results, args.out, args.numbers)
+    return 0
