@@ -272,7 +272,7 @@ def cli_split(tmp_path_factory):
     return p, split
 
 
-def train_cli(p: Path, split: Path, out: Path, monitor: dict) -> subprocess.CompletedProcess:
+def train_cli(p: Path, split: Path, out: Path, monitor: dict, *extra: str) -> subprocess.CompletedProcess:
     """`slotcov train` in a child whose stderr is a pipe (no terminal), as under Snakemake or SLURM."""
     preset = yaml.safe_load((HERE.parent / "config/test.yaml").read_text())
     preset["datasets"]["cmdsprites"]["train"].update(steps=4, log_every=1, checkpoint_every=2)
@@ -280,8 +280,25 @@ def train_cli(p: Path, split: Path, out: Path, monitor: dict) -> subprocess.Comp
     (p / "preset.yaml").write_text(yaml.safe_dump(preset))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.run([str(Path(sys.executable).with_name("slotcov")), "train", "--config", str(p / "preset.yaml"),
-                           "--cell", "cmdsprites/sa", "--data", str(split), "--out", str(out), "--device", "cpu"],
+                           "--cell", "cmdsprites/sa", "--data", str(split), "--out", str(out), "--device", "cpu", *extra],
                           capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_the_cli_flag_drops_a_stale_checkpoint(cli_split, tmp_path):
+    """What the train rule runs when a job's settings changed: the old ckpt.pt goes, the run finishes afresh."""
+    from slotcov import config as C
+
+    p, split = cli_split
+    assert train_cli(p, split, tmp_path / "ref", {}).returncode == 0  # writes p/preset.yaml too
+    from slotcov.data.mdsprites import MDSpritesArrays
+
+    old = C.resolve_cell(C.load(p / "preset.yaml"), "cmdsprites/sa", {"train": {"seed": 0, "lr": 1e-3}})
+    train(old, MDSpritesArrays(split), tmp_path / "run", device="cpu", progress=False, stop_after=2)
+    refused = train_cli(p, split, tmp_path / "run", {})
+    assert refused.returncode == 2 and "--drop-stale-checkpoint" in refused.stderr, refused.stderr
+    proc = train_cli(p, split, tmp_path / "run", {}, "--drop-stale-checkpoint")
+    assert proc.returncode == 0 and "ckpt.pt: removed, it belongs to other settings" in proc.stderr, proc.stderr
+    assert_same_weights(weights(tmp_path / "ref"), weights(tmp_path / "run"))
 
 
 def test_a_job_without_terminal_logs_progress_lines(cli_split, tmp_path):
