@@ -1,5 +1,9 @@
 """Training one cell: a plain loop with warm-up + exponential decay, AMP, clipping, resumable checkpoints.
 
+This module holds the loop, the schedule, the batches and the log; `slotcov.step` the update
+(forward, loss, backward, clip, Adam) and the non-finite monitor; `slotcov.checkpoint` when and
+how checkpoints are written and read, and the SIGTERM/SIGUSR1 handling (exit 75).
+
 Files in the run folder:
   ckpt.pt    the latest checkpoint (atomic; the previous one stays until the new is complete)
   log.csv    every `log_every` steps: step,lr,loss,recon,cov,var,cos,grad_norm,sec
