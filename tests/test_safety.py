@@ -93,14 +93,17 @@ def test_poisoned_checkpoint_is_refused_in_one_line(case, how, split, tmp_path):
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "p.json").exists()
 
 
-def test_drop_stale_checkpoint_never_unpickles_code(tmp_path):
+def test_drop_stale_checkpoint_never_unpickles_code(split, tmp_path):
+    """`slotcov train --drop-stale-checkpoint` (the train rule's) reads ckpt.pt as data only; one it cannot
+    read stays in place, for the user to inspect, and the run stops with the one-line refusal and its fix."""
     marker, run = tmp_path / "MARKER", tmp_path / "run"
     bad = poison(run / "ckpt.pt", marker, "torch.save")
-    proc = subprocess.run([sys.executable, str(ROOT / "workflow/scripts/drop_stale_checkpoint.py"), str(run), "{}"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "not checked" in proc.stderr and bad.exists()  # left for `slotcov train` to refuse with its fix
-    assert not marker.exists()
+    proc = slotcov("train", "--config", CONFIG, "--cell", "cmdsprites/sa", "--data", split, "--out", str(run),
+                   "--drop-stale-checkpoint", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"{bad}: not a slotcov checkpoint (refused to unpickle" in lines[0], proc.stderr
+    assert bad.exists() and not marker.exists()
 
 
 def test_poisoned_vit_weights_are_refused(tmp_path):

@@ -1,5 +1,9 @@
 """Training one cell: a plain loop with warm-up + exponential decay, AMP, clipping, resumable checkpoints.
 
+This module holds the loop, the schedule, the batches and the log; `slotcov.step` the update
+(forward, loss, backward, clip, Adam) and the non-finite monitor; `slotcov.checkpoint` when and
+how checkpoints are written and read, and the SIGTERM/SIGUSR1 handling (exit 75).
+
 Files in the run folder:
   ckpt.pt    the latest checkpoint (atomic; the previous one stays until the new is complete)
   log.csv    every `log_every` steps: step,lr,loss,recon,cov,var,cos,grad_norm,sec
@@ -16,38 +20,26 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
-import pickle
 import queue
-import signal
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from slotcov.cells import build_cell
+from slotcov.checkpoint import (EXIT_PREEMPTED, STALE_FLAG, Checkpointer, Preempted, Signals,  # noqa: F401
+                                load_checkpoint, save_checkpoint)
 from slotcov.config import config_hash
 from slotcov.errors import UserError
 from slotcov.io import atomic_path, remove_temps
-from slotcov.losses import regulariser_terms, weighted_total
 from slotcov.progress import MONITOR, ProgressLine, monitor_settings
+from slotcov.step import NonFiniteLoss, NonFiniteMonitor, Update
 
 LOG_COLUMNS = ["step", "lr", "loss", "recon", "cov", "var", "cos", "grad_norm", "sec"]
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job was asked to stop and checkpointed; resubmit to resume
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss or the gradient norm stopped being finite."""
-
-
-class Preempted(RuntimeError):
-    """SIGTERM/SIGUSR1 arrived; a checkpoint was written."""
 
 
 def lr_at(step: int, t: dict) -> float:
@@ -111,55 +103,11 @@ class Prefetcher:
             while True:
                 self.q.get_nowait()
 
+    def __enter__(self):
+        return self
 
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def save_checkpoint(path: Path, **state) -> None:
-    """torch.save to a temporary file, then rename: a crash or full disk leaves the old checkpoint intact."""
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    except OSError as err:  # full disk, quota, lost mount: nothing was replaced
-        raise UserError(f"cannot write {path} ({err}); the previous {path.name} is intact: free space "
-                        f"and run the same command again to resume") from err
-
-
-CKPT_KEYS = {"ckpt.pt": ("model", "head", "optimizer", "step", "rng", "config", "config_hash"),
-             "model.pt": ("model", "head", "config", "config_hash")}
-
-
-def load_checkpoint(path: Path, fix: str = "delete it and run the same command again to restart the run") -> dict:
-    """A checkpoint (ckpt.pt or model.pt) as data: tensors and plain types only, never code (weights_only).
-
-    Anything else (a pickle that would import or call code, a truncated file, a dict of other
-    keys) is a one-line UserError naming the file and the fix.
-    """
-    try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
-            warnings.simplefilter("ignore")
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # code (a global, a reduce) or bytes that are no pickle of plain data
-        raise UserError(f"{path}: not a slotcov checkpoint (refused to unpickle anything but tensors and plain "
-                        f"values: it could run code); {fix}") from None
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [""])[0][:120]
-        raise UserError(f"{path}: checkpoint cannot be read ({type(err).__name__}: {first}); {fix}") from None
-    missing = [k for k in CKPT_KEYS.get(Path(path).name, CKPT_KEYS["model.pt"])
-               if not isinstance(ck, dict) or k not in ck]
-    if missing:
-        raise UserError(f"{path}: not a slotcov checkpoint (no {', '.join(missing)}); {fix}")
-    return ck
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
@@ -187,15 +135,59 @@ def _tensorboard(out: Path, step: int):
     return SummaryWriter(log_dir=str(out), purge_step=step + 1, flush_secs=30)
 
 
+class RunLog:
+    """Reports the checked steps: a log.csv row every `log_every` steps (and TensorBoard), a bar or progress lines."""
+
+    def __init__(self, out: Path, t: dict, step: int, monitor: dict, progress: bool):
+        self.t = t
+        self.board = _tensorboard(out, step) if monitor["tensorboard"] else None  # may fail: before opening files
+        path = out / "log.csv"
+        new = not path.exists()
+        self.fh = open(path, "a", newline="")
+        self.csv = csv.writer(self.fh)
+        if new:
+            self.csv.writerow(LOG_COLUMNS)
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(total=t["steps"], initial=step, desc=f"train {out}", disable=not (progress and tty),
+                        dynamic_ncols=True)
+        self.lines = ProgressLine(f"train {out}", t["steps"], step, monitor["progress_every_s"]) \
+            if progress and not tty else None  # a job's log: plain lines instead of a bar
+        self.t0 = time.time()
+
+    def record(self, at: int, lr: float, named: dict[str, float]) -> None:
+        """The numbers of update `at` (0-based), checked finite; logged as step at + 1 when due."""
+        done = at + 1
+        if done % self.t["log_every"] and done != self.t["steps"]:
+            return
+        self.csv.writerow([done, f"{lr:.6g}"] + [f"{named[k]:.6g}" if k in named else "" for k in LOG_COLUMNS[2:-1]]
+                          + [f"{time.time() - self.t0:.3f}"])
+        self.fh.flush()
+        self.bar.set_postfix(loss=f"{named['loss']:.4g}", recon=f"{named['recon']:.4g}")
+        if self.lines is not None:
+            self.lines.update(done, force=done == self.t["steps"], loss=f"{named['loss']:.5g}")
+        if self.board is not None:
+            for k, v in {"lr": lr, **named}.items():
+                self.board.add_scalar(k, v, done)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        self.fh.close()
+        if self.board is not None:
+            self.board.close()
+
+
 def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progress: bool = True,
-          stop_after: int | None = None, monitor: dict | None = None) -> Path:
+          stop_after: int | None = None, monitor: dict | None = None, drop_stale: bool = False) -> Path:
     """Train the cell `cfg` on `dataset` into `out_dir`; return the path of model.pt.
 
-    Resumes from out_dir/ckpt.pt when present. `stop_after` ends the process's work after
-    that many steps (as if preempted, without the signal): used by tests. `monitor`: the
-    preset's progress/TensorBoard settings (slotcov.progress.MONITOR); they move no number.
+    Resumes from out_dir/ckpt.pt when present; `drop_stale` deletes a ckpt.pt of other settings
+    first (else it is refused). `stop_after` ends the process's work after that many steps (as if
+    preempted, without the signal): used by tests. `monitor`: the preset's progress/TensorBoard
+    settings (slotcov.progress.MONITOR); they move no number.
     """
-    monitor = {**MONITOR, **(monitor or {})}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("ckpt.pt", "model.pt", "log.csv"):
@@ -204,11 +196,11 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     dev = resolve_device(device)
     if t.get("threads"):
         torch.set_num_threads(t["threads"])
-    final = out / "model.pt"
-    digest = config_hash(cfg)
-    if final.exists() and load_checkpoint(final, "delete it and run the same command again to retrain")[
-            "config_hash"] == digest:
-        return final
+    ckpt = Checkpointer(out, cfg, config_hash(cfg))
+    if drop_stale and ckpt.drop_stale():
+        print(f"{ckpt.path}: removed, it belongs to other settings of this cell", file=sys.stderr)
+    if ckpt.finished():
+        return ckpt.final
 
     torch.manual_seed(t["seed"])
     model, head = build_cell(cfg)
@@ -216,145 +208,37 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     head.to(dev)
     if dev.type == "cuda" and cfg["model"]["kind"] != "dinosaur":
         model.to(memory_format=torch.channels_last)
-    params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=t["lr"], fused=dev.type == "cuda")
-    step = 0
-    ckpt_path = out / "ckpt.pt"
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        if ck["config_hash"] != digest:
-            raise UserError(f"{ckpt_path} belongs to a different config (hash {ck['config_hash']} != {digest}); "
-                            f"delete {out} or choose another output folder")
-        model.load_state_dict(ck["model"])
-        head.load_state_dict(ck["head"])
-        opt.load_state_dict(ck["optimizer"])
-        step = ck["step"]
-        _set_rng_state(ck["rng"], dev)
+    update = Update(model, head, cfg, dev)
+    step = ckpt.resume(model, head, update.opt, dev)
     _truncate_log(out / "log.csv", step)  # also without a checkpoint: rows of a run killed before its first one
-
-    use_amp = dev.type == "cuda" and t["amp"] == "bf16"  # fp32 (the paper's) unless opted in
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
         # PyTorch's defaults: TF32 in cuDNN convolutions, full fp32 matmuls unless the preset opts in
         torch.backends.cudnn.allow_tf32 = True
         torch.set_float32_matmul_precision("high" if t["tf32_matmul"] else "highest")
-    compile_ = t.get("compile", "auto")
-    forward = torch.compile(model) if compile_ is True or (compile_ == "auto" and dev.type == "cuda") else model
-    board = _tensorboard(out, step) if monitor["tensorboard"] else None  # before anything the finally undoes
-    state = {"signal": None}
-
-    def on_signal(signum, _frame):
-        state["signal"] = signal.Signals(signum).name
-
-    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)} \
-        if threading.current_thread() is threading.main_thread() else {}
-
-    def checkpoint(at: int):
-        save_checkpoint(ckpt_path, model=model.state_dict(), head=head.state_dict(), optimizer=opt.state_dict(),
-                        step=at, rng=_rng_state(dev), config=cfg, config_hash=digest)
-
-    log_path = out / "log.csv"
-    new_log = not log_path.exists()
-    log_fh = open(log_path, "a", newline="")
-    log = csv.writer(log_fh)
-    if new_log:
-        log.writerow(LOG_COLUMNS)
     stop = t["steps"] if stop_after is None else min(t["steps"], step + stop_after)
-    feeder = Prefetcher(dataset, step, stop, t["batch_size"], t["seed"], dev)
-    tty = sys.stderr.isatty()
-    bar = tqdm(total=t["steps"], initial=step, desc=f"train {out}", disable=not (progress and tty), dynamic_ncols=True)
-    lines = ProgressLine(f"train {out}", t["steps"], step, monitor["progress_every_s"]) \
-        if progress and not tty else None  # a job's log: plain lines instead of a bar
-    t0 = time.time()
-    pending = None
-
-    def settle(at: int, lr: float, host: torch.Tensor, event, names: list[str]):
-        """Check (non-finite stops the run) and log the numbers of the finished step `at`."""
-        if event is not None:
-            event.synchronize()
-        named = dict(zip(names, host.tolist()))
-        if not np.all(np.isfinite(list(named.values()))):
-            detail = ", ".join(f"{k}={v:.6g}" for k, v in named.items())
-            raise NonFiniteLoss(f"step {at}: non-finite loss or gradient ({detail}); "
-                                f"last good checkpoint kept at {ckpt_path if ckpt_path.exists() else 'none'}")
-        if (at + 1) % t["log_every"] == 0 or at + 1 == t["steps"]:
-            log.writerow([at + 1, f"{lr:.6g}"] + [f"{named[k]:.6g}" if k in named else "" for k in LOG_COLUMNS[2:-1]]
-                         + [f"{time.time() - t0:.3f}"])
-            log_fh.flush()
-            bar.set_postfix(loss=f"{named['loss']:.4g}", recon=f"{named['recon']:.4g}")
-            if lines is not None:
-                lines.update(at + 1, force=at + 1 == t["steps"], loss=f"{named['loss']:.5g}")
-            if board is not None:
-                for k, v in {"lr": lr, **named}.items():
-                    board.add_scalar(k, v, at + 1)
-
-    try:
+    with RunLog(out, t, step, {**MONITOR, **(monitor or {})}, progress) as log, Signals().caught() as signals, \
+            Prefetcher(dataset, step, stop, t["batch_size"], t["seed"], dev) as feeder:
+        checks = NonFiniteMonitor(dev, log.record, ckpt.path)
         while step < stop:
             _, batch = feeder.get()
-            lr = lr_at(step, t)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                try:
-                    outputs = forward(batch)
-                except Exception as err:  # torch.compile failed (no compiler, unsupported op): run eager
-                    if forward is model or isinstance(err, torch.OutOfMemoryError):
-                        raise
-                    print(f"warning: torch.compile failed ({type(err).__name__}: {str(err)[:200]}); "
-                          "continuing without compilation", file=sys.stderr)
-                    forward = model
-                    outputs = forward(batch)
-            recon = F.mse_loss(outputs["recon"].float(), outputs["target"].float())
-            with torch.autocast(dev.type, enabled=False):
-                terms = regulariser_terms(outputs["slots"].float(), head, cfg["reg"])
-            loss = weighted_total(recon, terms, cfg["reg"], step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, t["grad_clip"] or float("inf"))
-            names = ["loss", "recon", "grad_norm"] + [k for k in ("cov", "var", "cos") if k in terms]
-            stats = torch.stack([loss, recon, grad_norm] + [terms[k] for k in names[3:]]).detach()
-            if t.get("skip_nonfinite") and not bool(torch.isfinite(stats).all()):
-                detail = ", ".join(f"{k}={v:.6g}" for k, v in zip(names, stats.tolist()))
-                print(f"warning: step {step}: non-finite ({detail}); batch skipped", file=sys.stderr)
-                step += 1
-                bar.update(1)
-                continue
-            # the numbers travel to the host asynchronously and are checked one step late on CUDA, so
-            # the GPU never idles for the check; no checkpoint is written before they are checked
-            host = stats.to("cpu", non_blocking=True)
-            event = torch.cuda.Event() if dev.type == "cuda" else None
-            if event is not None:
-                event.record()
-            opt.step()
-            if pending is not None:
-                settle(*pending)
-            pending = (step, lr, host, event, names)
+            numbers = update(batch, step, lr_at(step, t))
+            if numbers is not None:  # None: a non-finite batch skipped (train.skip_nonfinite)
+                checks.push(numbers)
             step += 1
-            bar.update(1)
-            signalled = state["signal"]  # read once: a signal arriving later waits for the next step
-            if event is None or step % t["checkpoint_every"] == 0 or step == stop or signalled:
-                settle(*pending)  # before any checkpoint, so none holds weights of an unchecked step
-                pending = None
-            if step % t["checkpoint_every"] == 0 or step == t["steps"]:
-                checkpoint(step)
+            log.bar.update(1)
+            signalled = signals.name  # read once: a signal arriving later waits for the next step
+            if ckpt.due(step) or step == stop or signalled:
+                checks.settle()  # no checkpoint may hold weights of an unchecked step
+            if ckpt.due(step) or signalled:
+                ckpt.save(step, model, head, update.opt, dev)  # once per step, also when both hold
             if signalled:
-                checkpoint(step)
-                raise Preempted(f"{signalled} at step {step}: checkpoint written to {ckpt_path}; "
+                raise Preempted(f"{signalled} at step {step}: checkpoint written to {ckpt.path}; "
                                 f"run the same command again to resume")
         if step < t["steps"]:
-            checkpoint(step)
-            return out / "ckpt.pt"
-        save_checkpoint(final, model=model.state_dict(), head=head.state_dict(), config=cfg, config_hash=digest,
-                        steps=step)
-        return final
-    finally:
-        feeder.close()
-        bar.close()
-        log_fh.close()
-        if board is not None:
-            board.close()
-        for s, h in handlers.items():
-            signal.signal(s, h)
+            ckpt.save(step, model, head, update.opt, dev)
+            return ckpt.path
+        return ckpt.finish(step, model, head)
 
 
 def load_trained(run_dir: str | Path, device: str = "cpu"):
@@ -386,6 +270,9 @@ def cli_train(argv: list[str]) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a cell setting, e.g. --set reg.cov_weight=0.1 (repeatable)")
+    p.add_argument(STALE_FLAG, action="store_true",
+                   help="delete a ckpt.pt of other settings in --out and start afresh (default: refuse it); "
+                        "for a workflow that re-runs a job because its settings changed")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (terminal) or progress lines (log: every monitor.progress_every_s seconds)")
     args = p.parse_args(argv)
@@ -397,7 +284,7 @@ def cli_train(argv: list[str]) -> int:
     dataset = open_dataset(args.cell.split("/")[0], args.data, args.features)
     try:
         path = train(cfg, dataset, args.out, args.device, progress=not args.no_progress,
-                     monitor=monitor_settings(config))
+                     monitor=monitor_settings(config), drop_stale=args.drop_stale_checkpoint)
     except Preempted as err:
         print(f"slotcov train: {err}", file=sys.stderr)
         return EXIT_PREEMPTED

@@ -1,7 +1,8 @@
 # Training: one job per (dataset, method, seed), plus the bottleneck sweep over cov_weight.
 # The run folder keeps ckpt.pt across failed/preempted attempts (only model.pt is a declared
 # output), so a retried job resumes. `params.cfg` is the cell's resolved settings: changing
-# them re-runs the job, and drop_stale_checkpoint.py discards a checkpoint of older settings.
+# them re-runs the job, and `--drop-stale-checkpoint` discards a checkpoint of older settings
+# (by hand, `slotcov train` refuses such a checkpoint instead).
 
 
 rule train:
@@ -28,9 +29,8 @@ rule train:
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
     shell:
-        "(python workflow/scripts/drop_stale_checkpoint.py {params.run} {params.cfg:q} && "
         "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--seed {wildcards.seed} {params.data} --out {params.run}) "
+        "--seed {wildcards.seed} {params.data} --out {params.run} --drop-stale-checkpoint "
         "> {log} 2>&1"
 
 
@@ -56,7 +56,6 @@ rule train_sweep:
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
     shell:
-        "(python workflow/scripts/drop_stale_checkpoint.py {params.run} {params.cfg:q} && "
         "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
         "--seed {wildcards.seed} --set reg.cov_weight={wildcards.beta} {params.data} "
-        "--out {params.run}) > {log} 2>&1"
+        "--out {params.run} --drop-stale-checkpoint > {log} 2>&1"
