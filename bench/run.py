@@ -40,6 +40,7 @@ from slotcov.cells import PAPER_CELLS  # noqa: E402
 from slotcov.config import deep_merge, parse_set  # noqa: E402
 from slotcov.data import InMemory  # noqa: E402
 from slotcov.data.features import FeatureStore  # noqa: E402
+from slotcov.flops import random_batch, step_flops  # noqa: E402
 from slotcov.io import atomic_path, write_json  # noqa: E402
 from slotcov.models import build_model  # noqa: E402
 from slotcov.data.mdsprites import FLOAT_FEATURES, MDSpritesArrays  # noqa: E402
@@ -82,32 +83,6 @@ def matmul_peak(device, precision: str, quick: bool) -> float:
         return 2 * n ** 3 * reps / (time.perf_counter() - t)
     finally:
         torch.set_float32_matmul_precision(before)
-
-
-def step_flops(cfg, batch_size) -> float:
-    """FLOPs of one forward + backward of the model at the benchmark's batch size (shapes only, on
-    the meta device): the decoder's first layer by linearity is counted as it runs at that size."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.device("meta"):
-        model = build_model(cfg["model"])
-        batch = {k: v.to("meta") for k, v in random_batch(cfg, batch_size).items()}
-    with FlopCounterMode(display=False) as counter:
-        out = model(batch)
-        torch.nn.functional.mse_loss(out["recon"], out["target"]).backward()
-    return float(counter.get_total_flops())
-
-
-def random_batch(cfg, n, generator=None) -> dict:
-    """Random inputs of a cell's shapes: images in [0, 1], float16 tokens (as the feature store holds)."""
-    m = cfg["model"]
-    if m["kind"] == "sa_cnn":
-        return {"image": torch.rand(n, 3, m["resolution"], m["resolution"], generator=generator)}
-    out = {"features": torch.randn(n, m["num_tokens"], m["feature_dim"], generator=generator).half()}
-    if m["kind"] == "sa_vit":
-        r = m["target_resolution"]
-        out["image"] = torch.rand(n, 3, r, r, generator=generator)
-    return out
 
 
 def trainer_rate(run_cfg, data, device, warm, steps) -> tuple[float, int]:
@@ -175,7 +150,7 @@ def bench_cell(cell, device, quick, compile_="auto", repeats=None, over=None) ->
     out = {}
     for v in variants:
         ours = statistics.median(rates[v])
-        entry = {"cell": cell, "amp": variants[v], "compile": compile_, "tf32_matmul": False, "batch_size": bs,
+        entry = {"cell": cell, "model": cfg["model"], "amp": variants[v], "compile": compile_, "tf32_matmul": False, "batch_size": bs,
                  "steps_timed": steps, "repeats": repeats, "ours_steps_per_s": ours,
                  "ours_steps_per_s_spread": spread(rates[v]), "peak_mem_ours_mb": max(mems[v]) / 2 ** 20,
                  "step_gflop": flops / 1e9, "ours_tflops": flops * ours / 1e12,

@@ -8,20 +8,23 @@ import pytest
 import yaml
 
 from slotcov import plan as P
+from slotcov.cells import PAPER_CELLS
 from slotcov.cli import main
 from slotcov.config import load
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+SA, DINO = PAPER_CELLS["cmdsprites/sa"]["model"], PAPER_CELLS["coco/dinosaur"]["model"]
 RESULTS = {  # hand-made: one device with an fp32 measurement, a bf16 one, and the eager baseline
     "Card X": {
         "machine": {"name": "Card X", "device": "cuda"}, "measured_at": "2026-01-01 00:00",
         "train_cmdsprites_sa_fp32": {"batch_size": 64, "ours_steps_per_s": 50.0, "baseline_steps_per_s": 25.0,
-                                     "compile": True, "measured_at": "2026-01-02 00:00"},
+                                     "compile": True, "measured_at": "2026-01-02 00:00", "model": SA},
         "train_cmdsprites_sa_bf16": {"batch_size": 64, "ours_steps_per_s": 100.0, "baseline_steps_per_s": 25.0,
-                                     "compile": True},
-        "train_coco_dinosaur": {"batch_size": 64, "ours_steps_per_s": 80.0, "baseline_steps_per_s": 20.0},
+                                     "compile": True, "model": SA},
+        "train_coco_dinosaur": {"batch_size": 64, "ours_steps_per_s": 80.0, "baseline_steps_per_s": 20.0,
+                                "model": DINO},
         "fg_ari": {"ratio_median": 50.0},
     },
     "Card Y (quick)": {},
@@ -54,11 +57,29 @@ def test_plan_from_recorded_results():
     assert bf16["cells"]["coco/dinosaur"]["steps_per_s"] == 80.0
 
 
+def test_a_measurement_of_another_model_never_times_a_cell():
+    """Entries record the model they timed; older ones (no `model`) count only if their FLOPs per step, counted as
+    then (batch 2, scaled), equal the cell's: the DINOSAUR decoder grew from 1 to 3 hidden layers since."""
+    from slotcov.flops import step_flops
+
+    cfg = paper()
+    dino = {**cfg, "cells": ["coco/dinosaur"]}
+    gflop = step_flops(P.resolve_cell(cfg, "coco/dinosaur"), 2) * 32 / 1e9  # the model as it is today
+    legacy = lambda g: {"Card X": {"train_coco_dinosaur": {"batch_size": 64, "ours_steps_per_s": 80.0,  # noqa: E731
+                                                           "baseline_steps_per_s": 20.0, "step_gflop": g}}}
+    assert P.make_plan(dino, "Card X", legacy(gflop))["cells"]["coco/dinosaur"]["steps_per_s"] == 80.0
+    one_layer = P.make_plan(dino, "Card X", legacy(gflop / 7))["cells"]["coco/dinosaur"]
+    assert one_layer["steps_per_s"] is None and "not measured" in one_layer["source"]
+    other = {"Card X": {"train_coco_dinosaur_fp32": {"batch_size": 64, "ours_steps_per_s": 80.0,
+                                                     "model": {**DINO, "decoder_hidden": [3072]}}}}
+    assert P.make_plan(dino, "Card X", other)["cells"]["coco/dinosaur"]["steps_per_s"] is None
+
+
 def test_runtime_is_capped_and_rounded_up():
     assert P.slurm_runtime(0.1, 1.5, 10_080) == 60
     assert P.slurm_runtime(2.0, 1.5, 10_080) == 180
     assert P.slurm_runtime(500.0, 1.5, 10_080) == 10_080  # 7 days
-    slow = {"Card X": {"train_cmdsprites_sa_fp32": {"batch_size": 64, "ours_steps_per_s": 0.5}}}
+    slow = {"Card X": {"train_cmdsprites_sa_fp32": {"batch_size": 64, "ours_steps_per_s": 0.5, "model": SA}}}
     plan = P.make_plan(paper(), "Card X", slow, cap="2d")
     assert plan["cells"]["cmdsprites/sa"]["runtime_min"] == 2 * 1440
     assert P.minutes("72h") == 4320 and P.minutes(90) == 90 and P.minutes("7d") == 10_080

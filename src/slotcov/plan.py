@@ -59,26 +59,42 @@ def measurements(results: dict, device: str) -> list[dict]:
         cell, suffix = f"{m[1]}/{m[2]}", m[3] or ""
         when = bench.get("measured_at", entry.get("measured_at", "?"))
         bs = bench["batch_size"]
+        timed = {"model": bench.get("model"), "step_gflop": bench.get("step_gflop")}  # which model was timed
         if suffix in ("_fp32", "_bf16"):  # slotcov's trainer, the precision named, compile as on the device
             prec = suffix[1:]
-            out.append({"cell": cell, "precision": prec, "batch_size": bs, "rank": 0,
+            out.append({**timed, "cell": cell, "precision": prec, "batch_size": bs, "rank": 0,
                         "steps_per_s": bench["ours_steps_per_s"],
                         "label": f"slotcov {prec} trainer (compile {bench.get('compile')}), {key}, {when}"})
         elif "ours_steps_per_s" in bench:  # before the fp32 path: `amp: auto` = bf16 autocast on CUDA only
             prec = "bf16" if entry.get("machine", {}).get("device") == "cuda" else "fp32"
-            out.append({"cell": cell, "precision": prec, "batch_size": bs, "rank": 1 if suffix else 2,
+            out.append({**timed, "cell": cell, "precision": prec, "batch_size": bs, "rank": 1 if suffix else 2,
                         "steps_per_s": bench["ours_steps_per_s"],
                         "label": f"slotcov {prec} trainer (compile {bench.get('compile')}), {key}, {when}"})
         if bench.get("baseline_steps_per_s"):
-            out.append({"cell": cell, "precision": "fp32", "batch_size": bs, "rank": 3,
+            out.append({**timed, "cell": cell, "precision": "fp32", "batch_size": bs, "rank": 3,
                         "steps_per_s": bench["baseline_steps_per_s"], "label": f"{STAND_IN}, {key}, {when}"})
     return out
 
 
+def same_model(cfg: dict, m: dict) -> bool:
+    """Whether measurement `m` timed this cell's model: its recorded model settings are equal, or (older
+    entries, which recorded none) its FLOPs per step, counted as they were then (at batch 2, scaled),
+    equal this model's within 2% -- a cell whose model changed since is never timed by the old number."""
+    if m.get("model") is not None:
+        return m["model"] == cfg["model"]
+    if not m.get("step_gflop"):
+        return False
+    from slotcov.flops import step_flops
+
+    small = min(m["batch_size"], 2)
+    ours = step_flops(cfg, small) * m["batch_size"] / small / 1e9
+    return abs(ours - m["step_gflop"]) <= 0.02 * m["step_gflop"]
+
+
 def pick(cfg: dict, found: list[dict]) -> dict | None:
-    """The best measurement of a model like this cell's (same model settings, batch size, precision)."""
+    """The best measurement of a model like this cell's (same model, batch size and precision)."""
     same = [m for m in found if m["precision"] == _precision(cfg) and m["batch_size"] == cfg["train"]["batch_size"]
-            and PAPER_CELLS[m["cell"]]["model"] == cfg["model"]]
+            and PAPER_CELLS[m["cell"]]["model"] == cfg["model"] and same_model(cfg, m)]
     return min(same, key=lambda m: (m["rank"], -m["steps_per_s"]), default=None)
 
 
