@@ -86,8 +86,8 @@ def check_cell(cfg: dict, cell: str, source: str = "config") -> None:
         raise UserError(f"{source}: {cell}: warmup_steps {t['warmup_steps']} exceeds steps {t['steps']}")
 
 
-def load(path: str | Path) -> dict:
-    """Read and validate a YAML config file."""
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config file's mapping, not yet validated; one-line UserError if unreadable."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"config file {path} not found")
@@ -97,7 +97,12 @@ def load(path: str | Path) -> dict:
         raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(config, dict):
         raise UserError(f"{path}: expected a mapping of settings at the top level")
-    return validate(config, str(path))
+    return config
+
+
+def load(path: str | Path) -> dict:
+    """Read and validate a YAML config file."""
+    return validate(read_yaml(path), str(path))
 
 
 def deep_merge(base: dict, over: dict | None) -> dict:
