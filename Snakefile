@@ -20,7 +20,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from slotcov.config import deep_merge, read_yaml, validate
+from slotcov.config import deep_merge, read_yaml, resolve, validate
 from slotcov.errors import UserError
 
 min_version("9.0")  # as pyproject.toml's snakemake>=9.0
@@ -31,13 +31,12 @@ report: "workflow/report/workflow.rst"
 
 CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config.yaml"
 try:
-    if "preset" not in config:
-        _demo = deep_merge(read_yaml("config.yaml"), config)
-        config.clear()
-        config.update(_demo)
-    validate(config, CONFIG_SOURCE)
+    _given = config if "preset" in config else deep_merge(read_yaml("config.yaml"), config)
+    _resolved = resolve(validate(_given, CONFIG_SOURCE))  # every key present: rules read it strictly
 except UserError as err:
     raise WorkflowError(f"slotcov: {err}") from None
+config.clear()
+config.update(_resolved)
 
 
 include: "workflow/rules/common.smk"
