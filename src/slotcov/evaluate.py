@@ -175,7 +175,8 @@ def cli_evaluate(argv: list[str]) -> int:
 
     from slotcov import config as C
     from slotcov.data import open_dataset
-    from slotcov.train import load_trained, resolve_device
+    from slotcov.io import resolve_device
+    from slotcov.train import load_trained
 
     p = argparse.ArgumentParser(prog="slotcov evaluate",
                                 description="Evaluate a trained cell (or the block-masks baseline) on a split.")

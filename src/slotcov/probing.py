@@ -245,7 +245,8 @@ def cli_probe(argv: list[str]) -> int:
     from slotcov.data import open_dataset
     from slotcov.evaluate import provenance
     from slotcov.io import write_json
-    from slotcov.train import load_trained, resolve_device
+    from slotcov.io import resolve_device
+    from slotcov.train import load_trained
 
     p = argparse.ArgumentParser(prog="slotcov probe", description="Property probing of a trained ColoredMDSprites cell.")
     p.add_argument("--config", default="config.yaml")
