@@ -74,12 +74,13 @@ def test_bad_config_key_stops_with_one_line(fresh_repo, tmp_path):
     bad.write_text(yaml.safe_dump(config))
     proc = snakemake(fresh_repo, "-n", "all", configfile=str(bad), check=False)
     assert proc.returncode != 0
-    # Snakemake heads the message with "WorkflowError in file Snakefile"; the message is one line
-    lines = [line for line in proc.stderr.splitlines() if "stepz" in line]
-    assert len(lines) == 1, proc.stderr
+    # Snakemake heads the one-line message with "WorkflowError in file Snakefile" and ends with the line
+    out = proc.stdout + proc.stderr
+    lines = [line for line in out.splitlines() if "stepz" in line]
+    assert len(lines) == 1, out
     assert lines[0].startswith("slotcov: ") and "methods.cmdsprites/sa.train.stepz" in lines[0] and str(bad) in lines[0]
-    assert "Traceback" not in proc.stderr + proc.stdout and "Job stats" not in proc.stdout
-    assert len(proc.stderr.strip().splitlines()) <= 3, proc.stderr
+    assert "Traceback" not in out and "Job stats" not in out
+    assert len(out.strip().splitlines()) <= 3, out
 
 
 def test_preset_file_replaces_config_yaml_and_config_yaml_is_the_default(fresh_repo):
