@@ -79,6 +79,16 @@ def test_replica_too_small_for_the_splits_is_one_line_error():
     assert C.resolve(C.validate(config))["data"]["cmdsprites"]["replica"]["n"] == max(a + n for a, n in splits.values())
 
 
+def test_settings_missing_a_key_are_one_line_error_not_a_keyerror():
+    from slotcov.cells import build_cell
+
+    old = copy.deepcopy(PAPER_CELLS["cmdsprites/sa"])
+    del old["model"]["slot_init"], old["reg"]["eps"]  # as a run saved before every cell had every key
+    with pytest.raises(UserError, match=r"^cell settings lack model.slot_init, reg.eps \(") as err:
+        build_cell(old)
+    assert "\n" not in str(err.value)
+
+
 def test_block_mask_slots_follow_the_coco_cells():
     config = _preset()
     assert C.block_mask_slots(config) == PAPER_CELLS["coco/sa"]["model"]["num_slots"]

@@ -84,9 +84,19 @@ def build_cell(cfg: dict):
     from slotcov.losses import ProjectionHead  # torch is imported here, not by the config code
     from slotcov.models import build_model
 
+    _check_complete(cfg)
     model = build_model(cfg["model"])
     head = ProjectionHead(cfg["model"]["slot_dim"], cfg["reg"]["projection"])
     return model, head
+
+
+def _check_complete(cfg: dict) -> None:
+    """One clear error for settings missing a key every cell of this kind has (e.g. an older run's)."""
+    paper = next(c for c in PAPER_CELLS.values() if c["model"]["kind"] == cfg["model"]["kind"])
+    missing = [f"{section}.{key}" for section in ("model", "reg") for key in paper[section] if key not in cfg[section]]
+    if missing:
+        raise UserError(f"cell settings lack {', '.join(missing)} (a run saved by an older slotcov, or settings "
+                        "not made by slotcov.config.resolve_cell); train it again or add those keys")
 
 
 def cli_model_summary(argv: list[str]) -> int:
