@@ -67,9 +67,13 @@ def test_finished_run_replans_nothing_and_a_method_change_only_that_method(finis
     assert "Params have changed" in out
 
 
-def test_bad_config_key_stops_with_one_line(fresh_repo, tmp_path):
+@pytest.mark.parametrize("section,value,where", [
+    ("methods", {"cmdsprites/sa": {"train": {"stepz": 3}}}, "methods.cmdsprites/sa.train.stepz"),
+    ("resources", {"train": {"stepz": 3}}, "resources.train.stepz"),  # resources are checked too
+])
+def test_bad_config_key_stops_with_one_line(fresh_repo, tmp_path, section, value, where):
     config = yaml.safe_load((fresh_repo / PRESET).read_text())
-    config["methods"]["cmdsprites/sa"] = {"train": {"stepz": 3}}
+    config[section].update(value)
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
     proc = snakemake(fresh_repo, "-n", "all", configfile=str(bad), check=False)
@@ -78,7 +82,7 @@ def test_bad_config_key_stops_with_one_line(fresh_repo, tmp_path):
     out = proc.stdout + proc.stderr
     lines = [line for line in out.splitlines() if "stepz" in line]
     assert len(lines) == 1, out
-    assert lines[0].startswith("slotcov: ") and "methods.cmdsprites/sa.train.stepz" in lines[0] and str(bad) in lines[0]
+    assert lines[0].startswith("slotcov: ") and where in lines[0] and str(bad) in lines[0]
     assert "Traceback" not in out and "Job stats" not in out
     assert len(out.strip().splitlines()) <= 3, out
 
