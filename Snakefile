@@ -10,35 +10,33 @@
 #   results/probe/cmdsprites/{method}/seed{seed}.json     Table 2 (probing)
 #   results/sweep/cmdsprites/covloss/beta{beta}/seed{seed}.json   the sweep (beta as "0.1", "10.0")
 # Put targets BEFORE --configfile: Snakemake 9 reads every word after it as a config file.
-# A `--configfile` on the command line REPLACES config.yaml (it is not merged into it), so
-# no demo setting leaks into another preset; `--config KEY=VALUE` still applies on top.
-import copy
-import sys
-
+#
+# Which preset: a preset file given with `--configfile` (or a profile's `configfile:`) is the
+# whole config; config.yaml (the demo) is read only when none was given. So no demo setting
+# leaks into another preset. The Snakefile has no `configfile:` directive for this reason:
+# it loads config.yaml itself when the config Snakemake received has no `preset` key (every
+# preset file has one). `--config KEY=VALUE` applies on top in both cases.
+# A bad config stops before any job with one line naming the file, the key and the fix.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from slotcov.config import validate
+from slotcov.config import deep_merge, read_yaml, resolve, validate
 from slotcov.errors import UserError
 
 min_version("9.0")  # as pyproject.toml's snakemake>=9.0
 
 
-configfile: "config.yaml"
-
-
 report: "workflow/report/workflow.rst"
 
 
-if workflow.overwrite_configfiles:
-    config.clear()
-    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
-
-CONFIG_SOURCE = ", ".join(map(str, workflow.overwrite_configfiles)) or "config.yaml"
+CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config.yaml"
 try:
-    validate(config, CONFIG_SOURCE)
+    _given = config if "preset" in config else deep_merge(read_yaml("config.yaml"), config)
+    _resolved = resolve(validate(_given, CONFIG_SOURCE))  # every key present: rules read it strictly
 except UserError as err:
-    print(f"slotcov: error: {err}", file=sys.stderr)
-    sys.exit(1)
+    raise WorkflowError(f"slotcov: {err}") from None
+config.clear()
+config.update(_resolved)
 
 
 include: "workflow/rules/common.smk"

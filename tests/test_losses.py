@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from slotcov.cells import PAPER_CELLS
 from slotcov.losses import ProjectionHead, cosine_loss, covariance_loss, regulariser_terms, variance_loss
+
+REG = PAPER_CELLS["cmdsprites/sa"]["reg"]  # every regulariser key (a resolved cell has them all), weights 0
 
 
 def _cov_loop(z):
@@ -66,15 +69,15 @@ def test_projection_head_layout_and_identity():
 def test_regulariser_terms_by_method():
     slots = torch.randn(4, 5, 8)
     ident = ProjectionHead(8, None)
-    assert regulariser_terms(slots, ident, {"method": "none"}) == {}
-    cov = regulariser_terms(slots, ident, {"method": "covloss", "cov_divide_by": "d2"})
+    assert regulariser_terms(slots, ident, {**REG, "method": "none"}) == {}
+    cov = regulariser_terms(slots, ident, {**REG, "method": "covloss", "cov_divide_by": "d2"})
     assert set(cov) == {"cov"}
     assert cov["cov"].item() == pytest.approx(covariance_loss(slots.reshape(20, 8)).item())
-    vic = regulariser_terms(slots, ident, {"method": "vicreg", "gamma": 1.0, "cov_divide_by": "d"})
+    vic = regulariser_terms(slots, ident, {**REG, "method": "vicreg", "gamma": 1.0, "cov_divide_by": "d"})
     assert set(vic) == {"cov", "var"}
-    assert set(regulariser_terms(slots, ident, {"method": "cosineloss"})) == {"cos"}
+    assert set(regulariser_terms(slots, ident, {**REG, "method": "cosineloss"})) == {"cos"}
     with pytest.raises(ValueError):
-        regulariser_terms(slots, ident, {"method": "bogus"})
+        regulariser_terms(slots, ident, {**REG, "method": "bogus"})
 
 
 # ----------------------------------------------------------------------------- wiring into the loss
@@ -137,7 +140,7 @@ def test_terms_go_through_a_real_projection_head(method, divide_by):
     """cov and var are computed on head(slots) over all B*K slots, with gradients reaching the head."""
     head = _real_head()
     slots = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    reg = {"method": method, "cov_divide_by": divide_by, "gamma": 1.0, "var_weight": 0.7, "cov_weight": 0.3}
+    reg = {**REG, "method": method, "cov_divide_by": divide_by, "gamma": 1.0, "var_weight": 0.7, "cov_weight": 0.3}
     terms = regulariser_terms(slots, head, reg)
     x = slots.float().double().reshape(20, 6).numpy()
     params = _np_params(head)
@@ -172,7 +175,7 @@ def test_weighted_total_uses_each_terms_own_weight():
     head = _real_head()
     slots = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     recon = torch.tensor(0.125, dtype=torch.float64)
-    reg = {"method": "covloss", "projection": [12, 5], "cov_weight": 0.3, "var_weight": 0.7, "gamma": 1.0,
+    reg = {**REG, "method": "covloss", "projection": [12, 5], "cov_weight": 0.3, "var_weight": 0.7, "gamma": 1.0,
            "cov_divide_by": "d2"}
     z = _np_head(_np_params(head), slots.reshape(20, 6).numpy())
     expected = 0.125 + 0.3 * _np_cov(z, 25) + 0.7 * _np_var(z, 1.0)
@@ -197,7 +200,7 @@ def test_weighted_total_uses_each_terms_own_weight():
 def test_cosine_warmup_ramps_the_cosine_weight_linearly():
     """reg.cosine_warmup: weight * min(1, (step + 1) / warmup), steps counted from 0; 0 = no ramp (the paper)."""
     from slotcov.losses import term_weights, weighted_total
-    reg = {"method": "cosineloss", "cosine_weight": 0.01, "cosine_warmup": 100}
+    reg = {**REG, "method": "cosineloss", "cosine_weight": 0.01, "cosine_warmup": 100}
     assert term_weights(reg, 0)["cos"] == pytest.approx(0.01 * 1 / 100)
     assert term_weights(reg, 49)["cos"] == pytest.approx(0.01 * 0.5)
     assert term_weights(reg, 99)["cos"] == pytest.approx(0.01)

@@ -6,7 +6,7 @@ import yaml
 from slotcov.cells import EVAL_ONLY
 
 pytest.register_assert_rewrite("workflow_repo")
-from workflow_repo import PRESET, TARGETS, job_counts, plan, snakemake
+from workflow_repo import BIN, PRESET, TARGETS, job_counts, plan, run, snakemake
 
 pytest_plugins = ["workflow_repo"]
 
@@ -67,17 +67,39 @@ def test_finished_run_replans_nothing_and_a_method_change_only_that_method(finis
     assert "Params have changed" in out
 
 
-def test_bad_config_key_stops_with_one_line(fresh_repo, tmp_path):
+@pytest.mark.parametrize("section,value,where", [
+    ("methods", {"cmdsprites/sa": {"train": {"stepz": 3}}}, "methods.cmdsprites/sa.train.stepz"),
+    ("resources", {"train": {"stepz": 3}}, "resources.train.stepz"),  # resources are checked too
+])
+def test_bad_config_key_stops_with_one_line(fresh_repo, tmp_path, section, value, where):
     config = yaml.safe_load((fresh_repo / PRESET).read_text())
-    config["methods"]["cmdsprites/sa"] = {"train": {"stepz": 3}}
+    config[section].update(value)
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
     proc = snakemake(fresh_repo, "-n", "all", configfile=str(bad), check=False)
     assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1, proc.stderr
-    assert "methods.cmdsprites/sa.train.stepz" in errors[0] and str(bad) in errors[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
+    # Snakemake heads the one-line message with "WorkflowError in file Snakefile" and ends with the line
+    out = proc.stdout + proc.stderr
+    lines = [line for line in out.splitlines() if "stepz" in line]
+    assert len(lines) == 1, out
+    assert lines[0].startswith("slotcov: ") and where in lines[0] and str(bad) in lines[0]
+    assert "Traceback" not in out and "Job stats" not in out
+    assert len(out.strip().splitlines()) <= 3, out
+
+
+def test_preset_file_replaces_config_yaml_and_config_yaml_is_the_default(fresh_repo):
+    """--configfile: nothing of config.yaml leaks in; without it config.yaml is the preset."""
+    _, out = plan(fresh_repo, "results/metrics/cmdsprites/sa/seed0.json", configfile="config/test.yaml")
+    written = yaml.safe_load((fresh_repo / ".snakemake/slotcov/config-test.json").read_text())
+    demo = yaml.safe_load((fresh_repo / "config.yaml").read_text())
+    test = yaml.safe_load((fresh_repo / PRESET).read_text())
+    assert written["preset"] == "test" and written["data"]["cmdsprites"] == {**written["data"]["cmdsprites"],
+                                                                               **test["data"]["cmdsprites"]}
+    assert written["methods"] == test["methods"] and written["datasets"] == test["datasets"], "config.yaml leaked in"
+    assert written["datasets"] != demo["datasets"]
+    proc = run(fresh_repo, str(BIN / "snakemake"), "-n", "results/metrics/cmdsprites/sa/seed0.json")
+    written = yaml.safe_load((fresh_repo / ".snakemake/slotcov/config-demo.json").read_text())
+    assert written["preset"] == "demo" and written["methods"] == demo["methods"], proc.stdout
 
 
 def test_job_counts_parser():

@@ -8,31 +8,50 @@ from __future__ import annotations
 
 import copy
 
+from slotcov.errors import UserError
+
 TRAIN = {  # the shared schedule
     "steps": 500_000, "batch_size": 64, "lr": 4e-4, "warmup_steps": 10_000,
     "decay_rate": 0.5, "decay_steps": 100_000, "grad_clip": None, "seed": 0,
-    "amp": "fp32", "tf32_matmul": False, "compile": "auto", "checkpoint_every": 5_000, "log_every": 100,
-    "skip_nonfinite": False,
+    "compile": "auto", "checkpoint_every": 5_000, "log_every": 100,
+    "skip_nonfinite": False, "threads": 0,  # threads 0: torch's default
 }
-NO_REG = {"method": "none", "projection": None}
-COVLOSS = {"method": "covloss", "projection": [1024, 1024, 1024], "cov_weight": 1.0,
+# Every regulariser key, with the value a method that does not use it has (weights 0).
+REG = {"method": "none", "projection": None, "cov_weight": 0.0, "var_weight": 0.0, "gamma": 1.0, "eps": 1e-4,
+       "cov_divide_by": "d2", "cosine_weight": 0.0, "cosine_margin": 0.2}
+NO_REG = dict(REG)
+COVLOSS = {**REG, "method": "covloss", "projection": [1024, 1024, 1024], "cov_weight": 1.0,
            "var_weight": 0.0, "gamma": 0.0, "cov_divide_by": "d2"}
-COSINE = {"method": "cosineloss", "projection": None, "cosine_weight": 0.01, "cosine_margin": 0.2,
-          "cosine_warmup": 0}
-VICREG_SLOTS = {"method": "vicreg", "projection": None, "cov_weight": 1.0, "var_weight": 1.0,
+COSINE = {**REG, "method": "cosineloss", "projection": None, "cosine_weight": 0.01, "cosine_margin": 0.2}
+VICREG_SLOTS = {**REG, "method": "vicreg", "projection": None, "cov_weight": 1.0, "var_weight": 1.0,
                 "gamma": 1.0, "cov_divide_by": "d"}
 
 SA_CNN = {"kind": "sa_cnn", "resolution": 64, "num_slots": 5, "slot_dim": 64, "iters": 3,
-          "mlp_hidden": 128, "channels": 64, "slot_init": "authors"}
+          "mlp_hidden": 128, "channels": 64, "encoder_layers": 4, "decoder_layers": 3}
 SA_VIT = {"kind": "sa_vit", "feature_dim": 768, "num_tokens": 196, "num_slots": 7, "slot_dim": 64,
           "iters": 3, "mlp_hidden": 256, "broadcast": 8, "decoder_mlp": [32, 32, 32],
-          "decoder_channels": 32, "upsample": 4, "target_resolution": 128, "slot_init": "authors"}
+          "decoder_channels": 32, "upsample": 4, "target_resolution": 128}
 DINOSAUR = {"kind": "dinosaur", "feature_dim": 768, "num_tokens": 196, "num_slots": 7, "slot_dim": 256,
-            "iters": 3, "mlp_hidden": 1024, "decoder_hidden": [3072, 3072, 3072], "slot_init": "authors"}
+            "iters": 3, "mlp_hidden": 1024, "decoder_hidden": [3072, 3072, 3072]}
+
+
+# Settings that exist only as knobs (the paper's runs used one value): (section, key) -> the paper's value.
+# A run with another value is marked in the tables (provenance field `non_paper`). Every cell has them.
+KNOBS = {("train", "amp"): "fp32", ("train", "tf32_matmul"): False, ("model", "slot_init"): "authors",
+         ("reg", "cosine_warmup"): 0, ("model", "mask_prior"): "none", ("model", "attn_sharpness"): 1.0}
+CNN_KNOBS = {("model", "encoder_kernel"): 5, ("model", "decoder_kernel"): 5}  # sa_cnn cells only
+
+
+def _knobs(model: dict) -> dict:
+    return {**KNOBS, **CNN_KNOBS} if model["kind"] == "sa_cnn" else KNOBS
 
 
 def _cell(model: dict, reg: dict, **train) -> dict:
-    return copy.deepcopy({"model": model, "reg": reg, "train": {**TRAIN, **train}})
+    """A complete cell: every key the model, regulariser and trainer read (resolve_cell only overrides)."""
+    cell = copy.deepcopy({"model": model, "reg": reg, "train": {**TRAIN, **train}})
+    for (section, key), value in _knobs(model).items():
+        cell[section][key] = value
+    return cell
 
 
 PAPER_CELLS: dict[str, dict] = {
@@ -50,18 +69,11 @@ PAPER_CELLS: dict[str, dict] = {
 }
 EVAL_ONLY = {"coco/blockmasks"}  # evaluated, never trained
 
-# Settings that exist only as knobs (the paper's runs used one value): (section, key) -> the paper's value.
-# A run with another value is marked in the tables (provenance field `non_paper`).
-KNOBS = {("train", "amp"): "fp32", ("train", "tf32_matmul"): False, ("model", "slot_init"): "authors", ("reg", "cosine_warmup"): 0,
-         ("model", "mask_prior"): "none", ("model", "attn_sharpness"): 1.0, ("model", "encoder_kernel"): 5,
-         ("model", "decoder_kernel"): 5}
-
-
 def non_paper_settings(cfg: dict) -> list[str]:
     """`section.key=value` for every knob of a resolved cell config set away from the paper's value."""
     out = []
-    for (section, key), paper in KNOBS.items():
-        value = cfg.get(section, {}).get(key, paper)
+    for (section, key), paper in _knobs(cfg["model"]).items():
+        value = cfg[section][key]
         if value != paper:
             out.append(f"{section}.{key}={value}")
     return out
@@ -72,6 +84,44 @@ def build_cell(cfg: dict):
     from slotcov.losses import ProjectionHead  # torch is imported here, not by the config code
     from slotcov.models import build_model
 
+    _check_complete(cfg)
     model = build_model(cfg["model"])
-    head = ProjectionHead(cfg["model"]["slot_dim"], cfg["reg"].get("projection"))
+    head = ProjectionHead(cfg["model"]["slot_dim"], cfg["reg"]["projection"])
     return model, head
+
+
+def _check_complete(cfg: dict) -> None:
+    """One clear error for settings missing a key every cell of this kind has (e.g. an older run's)."""
+    paper = next(c for c in PAPER_CELLS.values() if c["model"]["kind"] == cfg["model"]["kind"])
+    missing = [f"{section}.{key}" for section in ("model", "reg") for key in paper[section] if key not in cfg[section]]
+    if missing:
+        raise UserError(f"cell settings lack {', '.join(missing)} (a run saved by an older slotcov, or settings "
+                        "not made by slotcov.config.resolve_cell); train it again or add those keys")
+
+
+def cli_model_summary(argv: list[str]) -> int:
+    import argparse
+
+    from slotcov.models import count_parameters
+
+    p = argparse.ArgumentParser(prog="slotcov model-summary",
+                                description="Print a paper cell's layers and trainable parameter count; "
+                                            "with no CELL, list every cell with its count.")
+    p.add_argument("cell", nargs="?", help=f"one of: {', '.join(PAPER_CELLS)}")
+    args = p.parse_args(argv)
+    if args.cell is None:
+        width = max(map(len, PAPER_CELLS))
+        print(f"{'cell':<{width}}  {'model':>10}  {'head':>10}  {'total':>10}")
+        for name in PAPER_CELLS:
+            model, head = build_cell(PAPER_CELLS[name])
+            m, h = count_parameters(model), count_parameters(head)
+            print(f"{name:<{width}}  {m:>10,}  {h:>10,}  {m + h:>10,}")
+        return 0
+    if args.cell not in PAPER_CELLS:
+        raise UserError(f"unknown cell {args.cell!r}; choose one of: {', '.join(PAPER_CELLS)}")
+    model, head = build_cell(PAPER_CELLS[args.cell])
+    print(model)
+    print("projection head:", head)
+    m, h = count_parameters(model), count_parameters(head)
+    print(f"trainable parameters: model {m:,} + projection head {h:,} = {m + h:,}")
+    return 0

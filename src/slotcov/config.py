@@ -18,6 +18,55 @@ from slotcov.cells import EVAL_ONLY, PAPER_CELLS
 from slotcov.errors import UserError
 
 
+# Every non-cell key a preset may leave out, with its value: the one defaults table of a config
+# (cell settings: slotcov.cells). resolve() merges the preset over it, so a resolved config has
+# every key and its readers (rules, CLIs) index it strictly.
+DEFAULTS = {
+    "data": {
+        # tfrecord / root null: the workflow makes or downloads the data under data/raw/
+        "cmdsprites": {"source": "replica", "replica": {"seed": 0}, "resolution": 64, "tfrecord": None,
+                       "splits": {"train": [0, 60000], "eval": [60000, 320]}},  # replica.n: the splits' end
+        "coco": {"source": "synthetic", "root": None, "train_split": "train2017", "eval_split": "val2017",
+                 "synthetic": {"n_train": 16, "n_eval": 16, "seed": 0}, "limit_train": None, "limit_eval": None,
+                 "pipelines": {}, "primary": "authors"},
+        "features": {"model": "vit_base_patch16_224.dino", "weights": "auto", "batch_size": 64},
+    },
+    "datasets": {}, "methods": {},
+    "sweep": {"cell": "cmdsprites/covloss", "betas": []},  # sweep.seeds: the preset's seeds
+    "eval": {"batch_size": 64, "n_samples": 8},
+    "probe": {"protocol": "authors", "hidden": 256, "steps": 6000, "lr": 1e-3, "lr_half_life": 2000,  # the authors'
+              "batch_size": 64, "check_every": 250, "patience": 3, "min_delta": 0.01,
+              "train_scenes": 10_000, "val_scenes": 1_000, "test_scenes": 2_000, "resample_slots": True, "seed": 0},
+    "plan": None,  # a `slotcov plan --out` file: train runtimes per cell (else resources.train.runtime)
+    "resources": {  # per rule: cores, memory, SLURM time limit, GPUs
+        "download": {"threads": 1, "mem_mb": 1000, "runtime": "12h", "gpu": 0},
+        "unzip": {"threads": 1, "mem_mb": 2000, "runtime": "2h", "gpu": 0},
+        "make_mdsprites": {"threads": 4, "mem_mb": 4000, "runtime": "2h", "gpu": 0},
+        "convert_mdsprites": {"threads": 1, "mem_mb": 8000, "runtime": "2h", "gpu": 0},
+        "make_coco": {"threads": 1, "mem_mb": 2000, "runtime": "1h", "gpu": 0},
+        "prepare_coco": {"threads": 4, "mem_mb": 16000, "runtime": "6h", "gpu": 0},
+        "extract_features": {"threads": 4, "mem_mb": 32000, "runtime": "12h", "gpu": 1},
+        "train": {"threads": 4, "mem_mb": 16000, "runtime": "48h", "gpu": 1},
+        "evaluate": {"threads": 4, "mem_mb": 16000, "runtime": "2h", "gpu": 1},
+        "probe": {"threads": 1, "mem_mb": 8000, "runtime": "2h", "gpu": 0},
+        "report": {"threads": 1, "mem_mb": 4000, "runtime": "1h", "gpu": 0},
+    },
+}
+
+
+def resolve(config: dict) -> dict:
+    """A validated config over DEFAULTS: every key present (the config the rules and CLIs read)."""
+    out = deep_merge(DEFAULTS, config)
+    out["sweep"].setdefault("seeds", out["seeds"])
+    cmd = out["data"]["cmdsprites"]
+    cmd["replica"].setdefault("n", _splits_end(cmd["splits"]))
+    return out
+
+
+def _splits_end(splits: dict) -> int:
+    return max(start + count for start, count in splits.values())
+
+
 def _schema() -> dict:
     return yaml.safe_load(resources.files("slotcov").joinpath("config.schema.yaml").read_text())
 
@@ -30,9 +79,15 @@ def validate(config: dict, source: str = "config") -> dict:
     """Check `config` against the schema and the cells' constraints; raise one-line UserError."""
     _raise_first(jsonschema.Draft202012Validator(_schema()).iter_errors(config), source)
     check_probe_span(config.get("data", {}).get("cmdsprites", {}).get("splits", {}), source)
+    check_replica_size(resolve(config)["data"]["cmdsprites"], source)
     for cell in config["cells"]:
         if cell not in EVAL_ONLY:
             check_cell(resolve_cell(config, cell), cell, source)
+    if "coco/blockmasks" in config["cells"]:
+        try:
+            block_mask_slots(config)
+        except UserError as err:
+            raise UserError(f"{source}: {err}") from None
     return config
 
 
@@ -47,6 +102,14 @@ def check_probe_span(splits: dict, source: str = "config") -> None:
             end = max(a + n for k, (a, n) in splits.items() if k != "probe")
             raise UserError(f"{source}: data.cmdsprites.splits.probe {[start, count]} overlaps splits.{name} "
                             f"{[other_start, other_count]}; start the probe span at {end} or later")
+
+
+def check_replica_size(cmd: dict, source: str = "config") -> None:
+    """A generated ColoredMDSprites replica must hold every record the splits name."""
+    needed = _splits_end(cmd["splits"])
+    if cmd["source"] == "replica" and cmd["replica"]["n"] < needed:
+        raise UserError(f"{source}: data.cmdsprites.replica.n must be at least {needed} "
+                        "(the end of the last split in data.cmdsprites.splits)")
 
 
 def check_override(override: dict, source: str = "--set") -> None:
@@ -86,8 +149,8 @@ def check_cell(cfg: dict, cell: str, source: str = "config") -> None:
         raise UserError(f"{source}: {cell}: warmup_steps {t['warmup_steps']} exceeds steps {t['steps']}")
 
 
-def load(path: str | Path) -> dict:
-    """Read and validate a YAML config file."""
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config file's mapping, not yet validated; one-line UserError if unreadable."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"config file {path} not found")
@@ -97,7 +160,12 @@ def load(path: str | Path) -> dict:
         raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(config, dict):
         raise UserError(f"{path}: expected a mapping of settings at the top level")
-    return validate(config, str(path))
+    return config
+
+
+def load(path: str | Path) -> dict:
+    """Read, validate and resolve a YAML (or JSON) config file."""
+    return resolve(validate(read_yaml(path), str(path)))
 
 
 def deep_merge(base: dict, over: dict | None) -> dict:
@@ -117,6 +185,17 @@ def resolve_cell(config: dict, cell: str, overrides: dict | None = None) -> dict
     cfg = deep_merge(PAPER_CELLS[cell], config.get("datasets", {}).get(dataset))
     cfg = deep_merge(cfg, config.get("methods", {}).get(cell))
     return deep_merge(cfg, overrides)
+
+
+def block_mask_slots(config: dict) -> int:
+    """Masks of the coco/blockmasks baseline: the slot count of the preset's COCO cells (one value)."""
+    cells = [c for c in config["cells"] if c.startswith("coco/") and c not in EVAL_ONLY] or \
+        [c for c in PAPER_CELLS if c.startswith("coco/")]
+    counts = {resolve_cell(config, c)["model"]["num_slots"] for c in cells}
+    if len(counts) != 1:
+        raise UserError(f"coco/blockmasks: the COCO cells have different num_slots {sorted(counts)}; "
+                        "set one value in datasets.coco.model.num_slots or drop coco/blockmasks from cells")
+    return counts.pop()
 
 
 def parse_set(items: list[str]) -> dict:

@@ -175,7 +175,8 @@ def cli_evaluate(argv: list[str]) -> int:
 
     from slotcov import config as C
     from slotcov.data import open_dataset
-    from slotcov.train import load_trained, resolve_device
+    from slotcov.io import resolve_device
+    from slotcov.train import load_trained
 
     p = argparse.ArgumentParser(prog="slotcov evaluate",
                                 description="Evaluate a trained cell (or the block-masks baseline) on a split.")
@@ -190,11 +191,13 @@ def cli_evaluate(argv: list[str]) -> int:
     p.add_argument("--provenance", required=True, metavar="PATH",
                    help="provenance JSON (commit, versions, device, times), e.g. results/provenance/metrics/...")
     p.add_argument("--samples", help="NPZ of the first images, masks and reconstructions (figures; primary pipeline)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--n-samples", type=int, default=8)
+    p.add_argument("--batch-size", type=int, help="default: the config's eval.batch_size")
+    p.add_argument("--n-samples", type=int, help="default: the config's eval.n_samples")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     config = C.load(args.config)
+    batch_size = config["eval"]["batch_size"] if args.batch_size is None else args.batch_size
+    n_samples = config["eval"]["n_samples"] if args.n_samples is None else args.n_samples
     coco = args.cell.startswith("coco/")
     if coco != bool(args.pipeline) or (not coco and not args.data):
         raise UserError(f"{args.cell}: pass " + ("--pipeline NAME DATA FEATURES for each COCO pipeline" if coco
@@ -213,11 +216,11 @@ def cli_evaluate(argv: list[str]) -> int:
     for name, (data, feats) in runs.items():
         dataset = open_dataset(args.cell.split("/")[0], data, feats)
         if model is None:
-            results[name] = evaluate_blockmasks(dataset, config.get("datasets", {}).get("coco", {}).get(
-                "model", {}).get("num_slots", 7), args.batch_size, authors_metric=coco)
+            results[name] = evaluate_blockmasks(dataset, C.block_mask_slots(config), batch_size,
+                                                authors_metric=coco)
             continue
         upsample = _coco_pipeline(config, name)["mask_upsample"] if coco else "bilinear"
-        results[name], s = evaluate_model(model, dataset, args.batch_size, args.n_samples if name == primary else 0,
+        results[name], s = evaluate_model(model, dataset, batch_size, n_samples if name == primary else 0,
                                           device, upsample=upsample, authors_metric=coco)
         samples = s if name == primary else samples
     metrics = dict(results[primary])

@@ -1,10 +1,12 @@
-"""Atomic file writes: an output appears under its final name only when complete."""
+"""Atomic writes (an output appears under its final name only when complete), file hashing, devices."""
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -60,3 +62,37 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write text atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Move the finished directory `tmp` to `out`, replacing an older `out`.
+
+    Each rename is atomic: `out` is at every moment either the old or the new complete
+    directory, or (between the two renames) absent; never a mix.
+    """
+    tmp, out = Path(tmp), Path(out)
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.replace(out, old / out.name)
+    os.replace(tmp, out)
+    shutil.rmtree(old)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_device(device: str):
+    """A torch.device for a `--device` value; "auto" = CUDA when available, else the CPU."""
+    import torch  # the config and workflow code import this module without torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

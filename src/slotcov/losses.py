@@ -64,11 +64,11 @@ def regulariser_terms(slots: torch.Tensor, head: nn.Module, reg: dict) -> dict[s
     terms: dict[str, torch.Tensor] = {}
     if method in ("covloss", "vicreg"):
         z = head(slots.flatten(0, 1).float())  # all B*K slots of the batch as rows
-        terms["cov"] = covariance_loss(z, reg.get("cov_divide_by", "d2"))
-        if method == "vicreg" or reg.get("var_weight", 0.0) > 0:
-            terms["var"] = variance_loss(z, reg.get("gamma", 1.0), reg.get("eps", 1e-4))
+        terms["cov"] = covariance_loss(z, reg["cov_divide_by"])
+        if method == "vicreg" or reg["var_weight"] > 0:
+            terms["var"] = variance_loss(z, reg["gamma"], reg["eps"])
     elif method == "cosineloss":
-        terms["cos"] = cosine_loss(head(slots.float()), reg.get("cosine_margin", 0.2))
+        terms["cos"] = cosine_loss(head(slots.float()), reg["cosine_margin"])
     elif method != "none":
         raise ValueError(f"unknown regulariser method {method!r}")
     return terms
@@ -80,11 +80,11 @@ def term_weights(reg: dict, step: int | None = None) -> dict[str, float]:
     The cosine weight ramps linearly over reg["cosine_warmup"] steps as the authors' trainer
     does (their step count starts at 1): cosine_weight * min(1, (step + 1) / cosine_warmup).
     """
-    cosine = reg.get("cosine_weight", 0.0)
-    ramp = reg.get("cosine_warmup", 0)
+    cosine = reg["cosine_weight"]
+    ramp = reg["cosine_warmup"]
     if ramp and step is not None:
         cosine *= min(1.0, (step + 1) / ramp)
-    return {"cov": reg.get("cov_weight", 0.0), "var": reg.get("var_weight", 0.0), "cos": cosine}
+    return {"cov": reg["cov_weight"], "var": reg["var_weight"], "cos": cosine}
 
 
 def weighted_total(recon: torch.Tensor, terms: dict[str, torch.Tensor], reg: dict,

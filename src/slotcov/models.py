@@ -10,8 +10,6 @@
 """
 from __future__ import annotations
 
-import sys
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -220,26 +218,23 @@ class SlotAutoencoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         kind, d, k = cfg["kind"], cfg["slot_dim"], cfg["num_slots"]
-        hidden = cfg.get("mlp_hidden") or max(d, 128)
-        self.slot_attention = SlotAttention(k, d, cfg.get("iters", 3), hidden,
-                                            sharpness=cfg.get("attn_sharpness", 1.0),
-                                            init=cfg.get("slot_init", "authors"))
+        self.slot_attention = SlotAttention(k, d, cfg["iters"], cfg["mlp_hidden"],
+                                            sharpness=cfg["attn_sharpness"], init=cfg["slot_init"])
         if kind == "sa_cnn":
             r = cfg["resolution"]
-            self.encoder = CNNEncoder(r, cfg.get("channels", 64), d, cfg.get("encoder_layers", 4),
-                                      cfg.get("encoder_kernel", 5))
-            self.decoder = BroadcastDecoder(d, r, cfg.get("channels", 64), [], 0, cfg.get("decoder_layers", 3),
-                                            cfg.get("decoder_kernel", 5))
+            self.encoder = CNNEncoder(r, cfg["channels"], d, cfg["encoder_layers"], cfg["encoder_kernel"])
+            self.decoder = BroadcastDecoder(d, r, cfg["channels"], [], 0, cfg["decoder_layers"],
+                                            cfg["decoder_kernel"])
         elif kind == "sa_vit":
             self.encoder = TokenEncoder(cfg["feature_dim"], d)
-            self.decoder = BroadcastDecoder(d, cfg.get("broadcast", 8), cfg.get("decoder_channels", 32),
-                                            cfg.get("decoder_mlp", [32, 32, 32]), cfg.get("upsample", 4), 1)
+            self.decoder = BroadcastDecoder(d, cfg["broadcast"], cfg["decoder_channels"], cfg["decoder_mlp"],
+                                            cfg["upsample"], 1)
         elif kind == "dinosaur":
             self.encoder = TokenEncoder(cfg["feature_dim"], d)
             self.decoder = TokenDecoder(d, cfg["num_tokens"], cfg["feature_dim"], cfg["decoder_hidden"])
         else:
             raise ValueError(f"unknown model kind {kind!r}")
-        if cfg.get("mask_prior", "none") == "attention" and kind == "sa_vit":
+        if cfg["mask_prior"] == "attention" and kind == "sa_vit":
             raise ValueError("mask_prior: attention needs masks at the attention's resolution (sa_cnn, dinosaur); "
                              "sa_vit decodes 14x14 tokens to 128x128 pixels")
 
@@ -248,7 +243,7 @@ class SlotAutoencoder(nn.Module):
         inputs = batch["image"] if kind == "sa_cnn" else batch["features"].float()
         slots, attn = self.slot_attention(self.encoder(inputs))
         parts, alpha_logits = self.decoder(slots)
-        if self.cfg.get("mask_prior", "none") == "attention":
+        if self.cfg["mask_prior"] == "attention":
             # masks proportional to attention * exp(alpha): the decoder refines the grouping Slot
             # Attention found instead of rediscovering it (not in the paper; see docs/demo-tuning.md)
             alpha_logits = alpha_logits + attn.log().reshape(alpha_logits.shape).to(alpha_logits.dtype)
@@ -269,32 +264,3 @@ def build_model(model_cfg: dict) -> SlotAutoencoder:
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def cli_model_summary(argv: list[str]) -> int:
-    import argparse
-
-    from slotcov.cells import PAPER_CELLS, build_cell
-
-    p = argparse.ArgumentParser(prog="slotcov model-summary",
-                                description="Print a paper cell's layers and trainable parameter count; "
-                                            "with no CELL, list every cell with its count.")
-    p.add_argument("cell", nargs="?", help=f"one of: {', '.join(PAPER_CELLS)}")
-    args = p.parse_args(argv)
-    if args.cell is None:
-        width = max(map(len, PAPER_CELLS))
-        print(f"{'cell':<{width}}  {'model':>10}  {'head':>10}  {'total':>10}")
-        for name in PAPER_CELLS:
-            model, head = build_cell(PAPER_CELLS[name])
-            m, h = count_parameters(model), count_parameters(head)
-            print(f"{name:<{width}}  {m:>10,}  {h:>10,}  {m + h:>10,}")
-        return 0
-    if args.cell not in PAPER_CELLS:
-        from slotcov.errors import UserError
-        raise UserError(f"unknown cell {args.cell!r}; choose one of: {', '.join(PAPER_CELLS)}")
-    model, head = build_cell(PAPER_CELLS[args.cell])
-    print(model)
-    print("projection head:", head)
-    m, h = count_parameters(model), count_parameters(head)
-    print(f"trainable parameters: model {m:,} + projection head {h:,} = {m + h:,}", file=sys.stdout)
-    return 0

@@ -27,6 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import accuracy_score, r2_score
 from tqdm import tqdm
 
+from slotcov.config import DEFAULTS as CONFIG_DEFAULTS
 from slotcov.errors import UserError
 
 # numeric target columns: colour (3), scale, x, y; then the shape class (0 = background/none)
@@ -37,11 +38,9 @@ TERMS = ("color", "scale", "x", "y", "shape")  # the loss terms, in the last axi
 INVISIBLE_COST = 1e5
 METRIC = {"shape": "shape_acc", "color": "color_r2", "scale": "scale_r2", "x": "x_r2", "y": "y_r2"}
 
-# The authors' settings (branch astange/feature-pred): the defaults of every `probe.*` key.
-DEFAULTS = {"protocol": "authors", "hidden": 256, "steps": 6000, "lr": 1e-3, "lr_half_life": 2000,
-            "batch_size": 64, "check_every": 250, "patience": 3, "min_delta": 0.01,
-            "train_scenes": 10_000, "val_scenes": 1_000, "test_scenes": 2_000, "resample_slots": True,
-            "seed": 0}
+# The authors' settings (branch astange/feature-pred), the defaults of every `probe.*` key: declared
+# in slotcov.config.DEFAULTS, the one defaults table of a config.
+DEFAULTS = CONFIG_DEFAULTS["probe"]
 
 
 def make_probe(slot_dim: int, hidden: int = 256) -> nn.Sequential:
@@ -204,8 +203,11 @@ def score_probe(net, test: dict, term=None) -> dict:
 
 
 def probe_all(model, dataset, settings: dict, device="cpu", progress=True) -> dict:
-    """Table 2 for one frozen model on the probe scenes of `dataset` (train, then val, then test)."""
-    s = {**DEFAULTS, **settings}
+    """Table 2 for one frozen model on the probe scenes of `dataset` (train, then val, then test).
+
+    `settings`: a resolved config's `probe` section (every key of DEFAULTS).
+    """
+    s = settings
     torch.manual_seed(s["seed"])
     sizes = [s["train_scenes"], s["val_scenes"], s["test_scenes"]]
     starts = np.cumsum([0] + sizes[:-1])
@@ -243,7 +245,8 @@ def cli_probe(argv: list[str]) -> int:
     from slotcov.data import open_dataset
     from slotcov.evaluate import provenance
     from slotcov.io import write_json
-    from slotcov.train import load_trained, resolve_device
+    from slotcov.io import resolve_device
+    from slotcov.train import load_trained
 
     p = argparse.ArgumentParser(prog="slotcov probe", description="Property probing of a trained ColoredMDSprites cell.")
     p.add_argument("--config", default="config.yaml")
@@ -258,7 +261,7 @@ def cli_probe(argv: list[str]) -> int:
     config = C.load(args.config)
     device = str(resolve_device(args.device))
     model, _, cfg = load_trained(args.run, device)
-    result = probe_all(model, open_dataset("cmdsprites", args.data), config.get("probe", {}), device)
+    result = probe_all(model, open_dataset("cmdsprites", args.data), config["probe"], device)
     write_json(args.provenance, provenance(config, args.cell, cfg, Path(args.run), Path(args.data), None, device))
     write_json(args.out, result)
     print(json.dumps({"cell": args.cell, **result}), file=sys.stdout)

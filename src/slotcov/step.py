@@ -48,9 +48,9 @@ class Update:
         self.params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=t["lr"], fused=device.type == "cuda")
         self.clip = t["grad_clip"] or float("inf")
-        self.skip_nonfinite = bool(t.get("skip_nonfinite"))
+        self.skip_nonfinite = t["skip_nonfinite"]
         self.use_amp = device.type == "cuda" and t["amp"] == "bf16"  # fp32 (the paper's) unless opted in
-        compile_ = t.get("compile", "auto")  # torch.compile traces at the first call: after a resume loaded weights
+        compile_ = t["compile"]  # torch.compile traces at the first call: after a resume loaded weights
         compiled = compile_ is True or (compile_ == "auto" and device.type == "cuda")
         self.forward = torch.compile(model) if compiled else model
 

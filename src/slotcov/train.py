@@ -35,7 +35,7 @@ from slotcov.checkpoint import (EXIT_PREEMPTED, STALE_FLAG, Checkpointer, Preemp
                                 load_checkpoint, save_checkpoint)
 from slotcov.config import config_hash
 from slotcov.errors import UserError
-from slotcov.io import atomic_path, remove_temps
+from slotcov.io import atomic_path, remove_temps, resolve_device  # noqa: F401  (resolve_device: callers import it from here)
 from slotcov.progress import MONITOR, ProgressLine, monitor_settings
 from slotcov.step import NonFiniteLoss, NonFiniteMonitor, Update
 
@@ -59,12 +59,6 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
         perm = np.random.default_rng([seed, int(e)]).permutation(n)
         out[epochs == e] = perm[offsets[epochs == e]]
     return out
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Prefetcher:
@@ -194,7 +188,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         remove_temps(out / name)  # left by a killed writer; never read
     t = cfg["train"]
     dev = resolve_device(device)
-    if t.get("threads"):
+    if t["threads"]:
         torch.set_num_threads(t["threads"])
     ckpt = Checkpointer(out, cfg, config_hash(cfg))
     if drop_stale and ckpt.drop_stale():

@@ -1,12 +1,13 @@
 # Shared helpers: the effective config the slotcov CLI reads, cell settings as rule params,
 # per-rule resources, input functions and the target lists of `rule all`.
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from slotcov.cells import EVAL_ONLY, PAPER_CELLS
-from slotcov.config import resolve_cell
+from slotcov.config import block_mask_slots, resolve_cell
 from slotcov.io import write_json
 from slotcov.plan import minutes, train_runtime
 
@@ -23,36 +24,39 @@ TRAINED_METHODS = sorted({cell.split("/")[1] for cell in PAPER_CELLS})
 
 
 
-# --- data settings (defaults: the paper's) ---
-CMD = config["data"].get("cmdsprites", {"source": "replica"})
-CMD_SPLITS = CMD.get("splits", {"train": [0, 60000], "eval": [60000, 320]})
-TFRECORD = CMD.get("tfrecord", "data/raw/cmdsprites/multi_dsprites_colored_on_colored.tfrecords")
-COCO = config["data"].get("coco", {"source": "synthetic"})
-COCO_ROOT = COCO.get("root", "data/raw/coco")
-COCO_SPLIT = {"train": COCO.get("train_split", "train2017"), "eval": COCO.get("eval_split", "val2017")}
+# --- the resolved config (slotcov.config.resolve: every key present, defaults declared there) ---
+CMD = config["data"]["cmdsprites"]
+CMD_SPLITS = CMD["splits"]
+TFRECORD = CMD["tfrecord"] or "data/raw/cmdsprites/multi_dsprites_colored_on_colored.tfrecords"  # null: made here
+COCO = config["data"]["coco"]
+COCO_ROOT = COCO["root"] or "data/raw/coco"  # null: made or downloaded here
+COCO_SPLIT = {"train": COCO["train_split"], "eval": COCO["eval_split"]}
 # COCO pipelines (docs/fidelity.md "COCO pipelines and FG-ARI"): prepared splits and feature
 # stores are data/coco/{part}-{pipeline} and data/features/{part}-{pipeline}; COCO cells train
 # on the primary pipeline and are evaluated under every pipeline.
-COCO_PIPELINES = COCO.get("pipelines", {})
-COCO_PRIMARY = COCO.get("primary", "authors")
+COCO_PIPELINES = COCO["pipelines"]
+COCO_PRIMARY = COCO["primary"]
 COCO_ZIPS = {"train2017": "coco_train2017", "val2017": "coco_val2017",
              "annotations_trainval2017": "coco_annotations2017"}  # zip name -> `slotcov download --name`
-FEATURES = config["data"].get("features", {})
-VIT = FEATURES.get("model", "vit_base_patch16_224.dino")
-VIT_WEIGHTS = FEATURES.get("weights", "auto")
+FEATURES = config["data"]["features"]
+VIT = FEATURES["model"]
+VIT_WEIGHTS = FEATURES["weights"]
 # `weights: auto` for the DINO ViT-B/16 finds (among the local caches) the file that
 # `slotcov download --name dino_vitb16` stages, so the workflow fetches that file first.
 DINO_FILE = "data/raw/weights/dino_vitbase16_pretrain.pth"
 STAGE_DINO = VIT == "vit_base_patch16_224.dino" and VIT_WEIGHTS in ("auto", DINO_FILE)
-EVAL = config.get("eval", {})
-PROBE = config.get("probe", {})
+EVAL = config["eval"]
+PROBE = config["probe"]
+# Run folders (ckpt.pt, model.pt, log.csv): written by train, read by evaluate and probe.
+RUN = "results/runs/{dataset}/{method}/seed{seed}"
+SWEEP_RUN = "results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}"
 
-if CMD["source"] == "replica":
-    _needed = max(start + count for start, count in CMD_SPLITS.values())
-    if CMD.get("replica", {}).get("n", 0) < _needed:
-        print(f"slotcov: error: {CONFIG_SOURCE}: data.cmdsprites.replica.n must be at least {_needed} "
-              "(the end of the last split in data.cmdsprites.splits)", file=sys.stderr)
-        sys.exit(1)
+
+def run_dir(wildcards, dataset: str | None = None) -> str:
+    """The run folder of a job's wildcards (the sweep's when they hold a beta); `dataset` if no wildcard."""
+    values = dict(wildcards.items())
+    values.setdefault("dataset", dataset)
+    return (SWEEP_RUN if "beta" in values else RUN).format(**values)
 
 
 def effective_config_file() -> str:
@@ -84,28 +88,15 @@ def cell_config(wildcards) -> str:
     return json.dumps(resolve_cell(config, f"{wildcards.dataset}/{wildcards.method}", overrides), sort_keys=True)
 
 
-DEFAULT_RESOURCES = {  # rule: threads, mem_mb, runtime, gpu (config `resources.<rule>` overrides)
-    "download": dict(threads=1, mem_mb=1000, runtime="12h", gpu=0),
-    "unzip": dict(threads=1, mem_mb=2000, runtime="2h", gpu=0),
-    "make_mdsprites": dict(threads=4, mem_mb=4000, runtime="2h", gpu=0),
-    "convert_mdsprites": dict(threads=1, mem_mb=8000, runtime="2h", gpu=0),
-    "make_coco": dict(threads=1, mem_mb=2000, runtime="1h", gpu=0),
-    "prepare_coco": dict(threads=4, mem_mb=16000, runtime="6h", gpu=0),
-    "extract_features": dict(threads=4, mem_mb=32000, runtime="12h", gpu=1),
-    "train": dict(threads=4, mem_mb=16000, runtime="48h", gpu=1),
-    "evaluate": dict(threads=4, mem_mb=16000, runtime="2h", gpu=1),
-    "probe": dict(threads=1, mem_mb=8000, runtime="2h", gpu=0),
-    "report": dict(threads=1, mem_mb=4000, runtime="1h", gpu=0),
-}
 
 
 def res(rule_name: str, key: str):
-    """One resource of a rule: config `resources.<rule>.<key>`, else the default above.
+    """One resource of a rule: config `resources.<rule>.<key>` (defaults: slotcov.config.DEFAULTS).
 
     With a `plan` file (`slotcov plan --out`), a train job's runtime is its cell's planned one.
     """
-    value = config.get("resources", {}).get(rule_name, {}).get(key, DEFAULT_RESOURCES[rule_name][key])
-    if (rule_name, key) == ("train", "runtime") and config.get("plan"):
+    value = config["resources"][rule_name][key]
+    if (rule_name, key) == ("train", "runtime") and config["plan"]:
         return lambda wildcards: train_runtime(config, f"{wildcards.dataset}/{wildcards.method}", minutes(value))
     return value
 
@@ -124,10 +115,9 @@ def probe_targets() -> list[str]:
 
 def sweep_targets() -> list[str]:
     """Metrics JSON of the bottleneck sweep (cov_weight values of `sweep.cell`)."""
-    sweep = config.get("sweep") or {}
-    cell = sweep.get("cell", "cmdsprites/covloss")
-    return [f"results/sweep/{cell}/beta{beta_str(b)}/seed{seed}.json"
-            for b in sweep.get("betas", []) for seed in sweep.get("seeds", config["seeds"])]
+    sweep = config["sweep"]
+    return [f"results/sweep/{sweep['cell']}/beta{beta_str(b)}/seed{seed}.json"
+            for b in sweep["betas"] for seed in sweep["seeds"]]
 
 
 def all_results() -> list[str]:
@@ -155,11 +145,11 @@ def eval_inputs(wildcards) -> dict:
     return split_inputs(wildcards.dataset, "eval")
 
 
-def train_data_flags(wildcards) -> str:
-    """`--data DIR` (and, for COCO, `--features DIR` of the primary pipeline) of a train job."""
+def train_data_flags(wildcards, input) -> str:
+    """`--data DIR` (and, for COCO, `--features DIR` of the primary pipeline) of a train job: its inputs."""
     if wildcards.dataset == "cmdsprites":
-        return "--data data/cmdsprites/train"
-    return f"--data data/coco/train-{COCO_PRIMARY} --features data/features/train-{COCO_PRIMARY}"
+        return f"--data {input.data}"
+    return f"--data {input[f'data_{COCO_PRIMARY}']} --features {input[f'features_{COCO_PRIMARY}']}"
 
 
 def coco_pipelines_param(wildcards) -> str:
@@ -167,11 +157,11 @@ def coco_pipelines_param(wildcards) -> str:
     return json.dumps(COCO_PIPELINES, sort_keys=True) if wildcards.get("dataset", "coco") == "coco" else ""
 
 
-def eval_data_flags(wildcards) -> str:
+def eval_data_flags(wildcards, input) -> str:
     """`--data DIR` of a ColoredMDSprites evaluation; for COCO one `--pipeline` per pipeline and `--primary`."""
     if wildcards.get("dataset", "coco") == "cmdsprites":
-        return "--data data/cmdsprites/eval"
-    flags = [f"--pipeline {n} data/coco/eval-{n} data/features/eval-{n}" for n in COCO_PIPELINES]
+        return f"--data {input.data}"
+    flags = [f"--pipeline {n} {input[f'data_{n}']} {input[f'features_{n}']}" for n in COCO_PIPELINES]
     return " ".join(flags + [f"--primary {COCO_PRIMARY}"])
 
 

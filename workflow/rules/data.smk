@@ -9,7 +9,7 @@ if CMD["source"] == "replica":
             TFRECORD,
         params:
             n=CMD["replica"]["n"],
-            seed=CMD["replica"].get("seed", 0),
+            seed=CMD["replica"]["seed"],
         conda:
             ENV
         log:
@@ -24,7 +24,7 @@ if CMD["source"] == "replica":
         shell:
             "slotcov make-mdsprites --n {params.n} --seed {params.seed} --workers {threads} --out {output} > {log} 2>&1"
 
-elif "tfrecord" not in CMD:
+elif CMD["tfrecord"] is None:
 
     localrules:
         download_cmdsprites,
@@ -54,7 +54,7 @@ rule convert_mdsprites:
     params:
         start=lambda wc: CMD_SPLITS[wc.part][0],
         n=lambda wc: CMD_SPLITS[wc.part][1],
-        resolution=CMD.get("resolution", 64),
+        resolution=CMD["resolution"],
     wildcard_constraints:
         part="|".join(CMD_SPLITS),  # train, eval and probe (Table 2's probe scenes)
     conda:
@@ -81,9 +81,9 @@ if COCO["source"] == "synthetic":
             annotations=f"{COCO_ROOT}/annotations/instances_{{split}}.json",
         params:
             root=lambda wc, output: Path(output.annotations).parents[1],
-            n=lambda wc: COCO.get("synthetic", {}).get("n_train" if wc.split == COCO_SPLIT["train"] else "n_eval", 16),
+            n=lambda wc: COCO["synthetic"]["n_train" if wc.split == COCO_SPLIT["train"] else "n_eval"],
             # train and eval images differ: they come from different seeds
-            seed=lambda wc: COCO.get("synthetic", {}).get("seed", 0) + (wc.split == COCO_SPLIT["train"]),
+            seed=lambda wc: COCO["synthetic"]["seed"] + (wc.split == COCO_SPLIT["train"]),
         wildcard_constraints:
             split="|".join(COCO_SPLIT.values()),
         conda:
@@ -100,7 +100,7 @@ if COCO["source"] == "synthetic":
             "slotcov make-coco --n {params.n} --seed {params.seed} --split {wildcards.split} "
             "--out {params.root} > {log} 2>&1"
 
-elif "root" not in COCO:
+elif COCO["root"] is None:
     # The real COCO 2017 zips, unpacked into the layout pycocotools expects.
 
     localrules:
@@ -183,7 +183,7 @@ rule prepare_coco:
         skip_empty=lambda wc: "--skip-empty" if COCO_PIPELINES[wc.pipeline]["skip_empty"] else "",
         interpolation=lambda wc: COCO_PIPELINES[wc.pipeline]["interpolation"],
         mask_resize=lambda wc: COCO_PIPELINES[wc.pipeline]["mask_resize"],
-        limit=lambda wc: (f"--limit {COCO[f'limit_{wc.part}']}" if COCO.get(f"limit_{wc.part}") else ""),
+        limit=lambda wc: (f"--limit {COCO[f'limit_{wc.part}']}" if COCO[f"limit_{wc.part}"] else ""),
     wildcard_constraints:
         pipeline="|".join(COCO_PIPELINES),
     conda:

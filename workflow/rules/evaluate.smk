@@ -7,7 +7,7 @@
 rule evaluate:
     input:
         unpack(eval_inputs),
-        model="results/runs/{dataset}/{method}/seed{seed}/model.pt",
+        model=f"{RUN}/model.pt",
     output:
         metrics="results/metrics/{dataset}/{method}/seed{seed}.json",
         provenance="results/provenance/metrics/{dataset}/{method}/seed{seed}.json",
@@ -16,10 +16,11 @@ rule evaluate:
         config=CONFIG,
         cfg=cell_config,
         eval=json.dumps(EVAL, sort_keys=True),
-        data=eval_data_flags,
+        data=lambda wc, input: eval_data_flags(wc, input),
         pipelines=coco_pipelines_param,  # rerun trigger: a COCO pipeline's settings changed
-        batch_size=EVAL.get("batch_size", 64),
-        n_samples=EVAL.get("n_samples", 8),
+        run=run_dir,
+        batch_size=EVAL["batch_size"],
+        n_samples=EVAL["n_samples"],
     wildcard_constraints:
         method="|".join(TRAINED_METHODS),
     conda:
@@ -35,7 +36,7 @@ rule evaluate:
         gpu=res("evaluate", "gpu"),
     shell:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--run results/runs/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} "
+        "--run {params.run} "
         "{params.data} --batch-size {params.batch_size} --n-samples {params.n_samples} "
         "--samples {output.samples} --out {output.metrics} --provenance {output.provenance} > {log} 2>&1"
 
@@ -48,10 +49,10 @@ rule evaluate_blockmasks:
         provenance="results/provenance/metrics/coco/blockmasks/seed{seed}.json",
     params:
         config=CONFIG,
-        data=eval_data_flags,
+        data=lambda wc, input: eval_data_flags(wc, input),
         pipelines=coco_pipelines_param,
-        num_slots=lambda wc: config.get("datasets", {}).get("coco", {}).get("model", {}).get("num_slots", 7),
-        batch_size=EVAL.get("batch_size", 64),
+        num_slots=lambda wc: block_mask_slots(config),  # a rerun trigger; the CLI reads the same function
+        batch_size=EVAL["batch_size"],
     conda:
         ENV
     log:
@@ -71,7 +72,7 @@ rule evaluate_blockmasks:
 rule evaluate_sweep:
     input:
         unpack(eval_inputs),
-        model="results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}/model.pt",
+        model=f"{SWEEP_RUN}/model.pt",
     output:
         metrics="results/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
         provenance="results/provenance/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
@@ -79,8 +80,9 @@ rule evaluate_sweep:
         config=CONFIG,
         cfg=cell_config,
         eval=json.dumps(EVAL, sort_keys=True),
-        data=eval_data_flags,
-        batch_size=EVAL.get("batch_size", 64),
+        data=lambda wc, input: eval_data_flags(wc, input),
+        run=run_dir,
+        batch_size=EVAL["batch_size"],
     conda:
         ENV
     log:
@@ -94,6 +96,6 @@ rule evaluate_sweep:
         gpu=res("evaluate", "gpu"),
     shell:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--run results/sweep/runs/{wildcards.dataset}/{wildcards.method}/beta{wildcards.beta}/seed{wildcards.seed} "
+        "--run {params.run} "
         "{params.data} --batch-size {params.batch_size} --n-samples 0 "
         "--out {output.metrics} --provenance {output.provenance} > {log} 2>&1"

@@ -34,7 +34,7 @@ rule extract_features:
         model=VIT,
         weights=VIT_WEIGHTS,
         normalize=lambda wc: COCO_PIPELINES[wc.pipeline]["normalize"],
-        batch_size=FEATURES.get("batch_size", 64),
+        batch_size=FEATURES["batch_size"],
     wildcard_constraints:
         pipeline="|".join(COCO_PIPELINES),
     conda:

@@ -4,7 +4,7 @@
 
 rule probe:
     input:
-        model="results/runs/cmdsprites/{method}/seed{seed}/model.pt",
+        model=lambda wc: f"{run_dir(wc, 'cmdsprites')}/model.pt",
         data="data/cmdsprites/probe",
     output:
         probe="results/probe/cmdsprites/{method}/seed{seed}.json",
@@ -12,6 +12,7 @@ rule probe:
     params:
         config=CONFIG,
         probe=json.dumps(PROBE, sort_keys=True),
+        run=lambda wc: run_dir(wc, "cmdsprites"),
     wildcard_constraints:
         method="|".join(TRAINED_METHODS),
     conda:
@@ -27,5 +28,5 @@ rule probe:
         gpu=res("probe", "gpu"),
     shell:
         "slotcov probe --config {params.config} --cell cmdsprites/{wildcards.method} "
-        "--run results/runs/cmdsprites/{wildcards.method}/seed{wildcards.seed} "
+        "--run {params.run} "
         "--data {input.data} --out {output.probe} --provenance {output.provenance} > {log} 2>&1"

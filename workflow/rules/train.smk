@@ -9,12 +9,12 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        "results/runs/{dataset}/{method}/seed{seed}/model.pt",
+        f"{RUN}/model.pt",
     params:
         config=CONFIG,
         cfg=cell_config,
-        data=train_data_flags,
-        run="results/runs/{dataset}/{method}/seed{seed}",
+        data=lambda wc, input: train_data_flags(wc, input),
+        run=run_dir,
     wildcard_constraints:
         method="|".join(TRAINED_METHODS),
     conda:
@@ -38,12 +38,12 @@ rule train_sweep:
     input:
         unpack(train_inputs),
     output:
-        "results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}/model.pt",
+        f"{SWEEP_RUN}/model.pt",
     params:
         config=CONFIG,
         cfg=cell_config,
-        data=train_data_flags,
-        run="results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}",
+        data=lambda wc, input: train_data_flags(wc, input),
+        run=run_dir,
     conda:
         ENV
     log:

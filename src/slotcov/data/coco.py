@@ -39,7 +39,7 @@ from torchvision.transforms import InterpolationMode
 from tqdm import tqdm
 
 from slotcov.errors import DataError, UserError
-from slotcov.io import write_json
+from slotcov.io import replace_dir, write_json
 
 TARGET_SIZE = {"center": 320, "stretch": 128}  # crop -> side of the FG-ARI target masks
 INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
@@ -133,17 +133,6 @@ def _prepare_one(job):
     return image224, image128, ids
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move a finished directory into place, replacing an older one."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
-
-
 def _check_choices(crop: str, interpolation: str, mask_resize: str) -> None:
     """One clear error for an unknown pipeline value."""
     for name, value, allowed in (("crop", crop, TARGET_SIZE), ("interpolation", interpolation, INTERPOLATION),
@@ -221,7 +210,7 @@ def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str |
             annotation_file=str(ann_file.resolve()), limit=limit,
             dataset_kind="synthetic-coco" if description == SYNTHETIC_DESCRIPTION else "real",
         ))
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     finally:
         _COCO.pop("coco", None)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -374,7 +363,7 @@ def make_coco(out_dir: str | os.PathLike, split: str = "val2017", n: int = 16, s
             images.append({"license": 1, "file_name": name, "coco_url": f"http://images.cocodataset.org/{split}/{name}",
                            "height": h, "width": w, "date_captured": "2017-01-01 00:00:00",
                            "flickr_url": "", "id": image_id})
-        _replace_dir(tmp, out / split)
+        replace_dir(tmp, out / split)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ann_file = out / "annotations" / f"instances_{split}.json"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import requests
 from tqdm import tqdm
 
 from slotcov.errors import DataError, UserError
+from slotcov.io import sha256_file
 
 # Known sources: name -> url, pinned sha256 (None: the lock file records it on first download),
 # and the default output path under the repository root (docs/design.md).
@@ -52,15 +52,6 @@ SOURCES = {
 }
 
 LOCK_HEADER = "# slotcov download lock: one 'sha256 size url' line per URL, recorded on first download.\n"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_lock(lock_file: str | os.PathLike) -> dict[str, dict]:

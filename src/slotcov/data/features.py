@@ -31,7 +31,7 @@ from timm.models import load_state_dict
 from tqdm import tqdm
 
 from slotcov.errors import DataError, UserError
-from slotcov.io import write_json
+from slotcov.io import replace_dir, resolve_device, write_json
 from slotcov.progress import MONITOR, ProgressLine
 
 STAGED_WEIGHTS_DIR = "data/raw/weights"  # where `slotcov download --name dino_vitb16` puts the DINO file
@@ -145,12 +145,6 @@ def _normalise(batch_uint8: np.ndarray, device: torch.device, normalize: str = "
     return (x - mean) / std
 
 
-def _pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, out_dir: str | os.PathLike,
                      batch_size: int = 64, device: str = "auto", chunk: int = 1024,
                      image_ids: np.ndarray | None = None, source: str | None = None,
@@ -170,7 +164,7 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
     ids = np.arange(n, dtype=np.int64) if image_ids is None else np.asarray(image_ids, np.int64)
     if len(ids) != n:
         raise DataError(f"{n} images but {len(ids)} image ids")
-    dev = _pick_device(device)
+    dev = resolve_device(device)
     model = model.eval().to(dev)
     with torch.inference_mode():
         t, d = _tokens(model, _normalise(images[:1], dev, normalize)).shape[1:]
@@ -223,9 +217,7 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
     manifest["complete"] = True
     write_json(tmp / "manifest.json", manifest)
     del tokens
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_dir(tmp, out)
     return out
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import multiprocessing
@@ -43,7 +42,7 @@ from tqdm import tqdm
 
 from slotcov.data.tfrecord import BytesList, encode_example, gzip_member, parse_example, read_records
 from slotcov.errors import DataError, UserError
-from slotcov.io import atomic_path, write_json
+from slotcov.io import atomic_path, replace_dir, sha256_file, write_json
 
 SIZE = 64
 NUM_ENTITIES = 5
@@ -220,14 +219,6 @@ def downsample(image: np.ndarray, ids: np.ndarray, resolution: int) -> tuple[np.
     return np.rint(img).astype(np.uint8), counts.argmax(axis=-1).astype(np.uint8)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def convert_split(tfrecord, start: int, count: int, out_dir, resolution: int = 64) -> Path:
     """Write records start..start+count-1 as .npy arrays + meta.json into `out_dir` (atomically).
 
@@ -261,15 +252,9 @@ def convert_split(tfrecord, start: int, count: int, out_dir, resolution: int = 6
         meta = {"count": count, "start": start, "resolution": resolution, "source": str(Path(tfrecord).resolve()),
                 "ids_downsampling": "mode", "image_downsampling": "area",
                 "arrays": {k: {"shape": list(shapes[k]), "bytes": (tmp / f"{k}.npy").stat().st_size,
-                               "sha256": _sha256(tmp / f"{k}.npy")} for k in ARRAYS}}
+                               "sha256": sha256_file(tmp / f"{k}.npy")} for k in ARRAYS}}
         write_json(tmp / "meta.json", meta)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-            os.replace(out_dir, old / "x")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -302,7 +287,7 @@ class MDSpritesArrays:
     def verify(self) -> None:
         """Check every array against the sha256 recorded in meta.json (reads all bytes)."""
         for k in ARRAYS:
-            if _sha256(self.root / f"{k}.npy") != self.meta["arrays"][k]["sha256"]:
+            if sha256_file(self.root / f"{k}.npy") != self.meta["arrays"][k]["sha256"]:
                 raise DataError(f"{self.root / (k + '.npy')}: sha256 differs from meta.json; re-run `slotcov convert-mdsprites`")
 
     def batch(self, idx: np.ndarray) -> dict:
