@@ -110,7 +110,7 @@ def test_cli_prints_the_table_and_writes_the_plan(tmp_path, capsys):
 
 def test_measure_times_this_machine():
     config = load(REPO / "config" / "test.yaml")
-    config["cells"], config["sweep"] = ["cmdsprites/sa"], None
+    config["cells"], config["sweep"]["betas"] = ["cmdsprites/sa"], []
     plan = P.make_plan(config, "here", None, measure_steps=2)
     row = plan["cells"]["cmdsprites/sa"]
     assert row["steps_per_s"] > 0 and "measured now" in row["source"]

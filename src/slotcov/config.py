@@ -142,7 +142,7 @@ def check_cell(cfg: dict, cell: str, source: str = "config") -> None:
     if m["kind"] == "sa_vit" and m["broadcast"] * 2 ** m["upsample"] != m["target_resolution"]:
         raise UserError(f"{source}: {cell}: broadcast {m['broadcast']} x 2^upsample {m['upsample']} must equal "
                         f"target_resolution {m['target_resolution']}")
-    if m.get("mask_prior", "none") == "attention" and m["kind"] == "sa_vit":
+    if m["mask_prior"] == "attention" and m["kind"] == "sa_vit":
         raise UserError(f"{source}: {cell}: model.mask_prior: attention needs the decoder's masks at the attention's "
                         "resolution (sa_cnn or dinosaur cells); remove it for the COCO Slot Attention cells")
     if t["warmup_steps"] > t["steps"]:

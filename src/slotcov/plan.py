@@ -101,20 +101,12 @@ def pick(cfg: dict, found: list[dict]) -> dict | None:
 def measure(cfg: dict, steps: int = 20, warm: int = 5) -> dict:
     """steps/s of the trainer on this machine for the cell `cfg`, on random inputs of its shape."""
     import numpy as np
-    import torch
 
     from slotcov.data import InMemory
+    from slotcov.flops import random_batch
     from slotcov.train import resolve_device, train
 
-    m, bs = cfg["model"], cfg["train"]["batch_size"]
-    if m["kind"] == "sa_cnn":
-        data = InMemory(image=torch.rand(2 * bs, 3, m["resolution"], m["resolution"]))
-    elif m["kind"] == "sa_vit":
-        r = m.get("target_resolution", 128)
-        data = InMemory(features=torch.randn(2 * bs, m["num_tokens"], m["feature_dim"]).half(),
-                        image=torch.rand(2 * bs, 3, r, r))
-    else:
-        data = InMemory(features=torch.randn(2 * bs, m["num_tokens"], m["feature_dim"]).half())
+    data = InMemory(**random_batch(cfg, 2 * cfg["train"]["batch_size"]))
     run = deep_merge(cfg, {"train": {"steps": warm + steps, "log_every": 1, "checkpoint_every": 10 ** 9}})
     dev = resolve_device("auto")
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,10 +132,10 @@ def jobs(config: dict, overrides: dict | None = None) -> list[tuple[str, dict, i
     """(cell, resolved settings of its seed-0 job, number of train jobs) for the cells and the sweep."""
     out = [(cell, resolve_cell(config, cell, overrides), len(config["seeds"]))
            for cell in config["cells"] if cell not in EVAL_ONLY]
-    sweep = config.get("sweep") or {}
-    if sweep.get("betas"):
-        cell = sweep.get("cell", "cmdsprites/covloss")
-        n = len(sweep["betas"]) * len(sweep.get("seeds", config["seeds"]))
+    sweep = config["sweep"]
+    if sweep["betas"]:
+        cell = sweep["cell"]
+        n = len(sweep["betas"]) * len(sweep["seeds"])
         out.append((f"sweep {cell}", resolve_cell(config, cell, overrides), n))
     return out
 
@@ -151,7 +143,7 @@ def jobs(config: dict, overrides: dict | None = None) -> list[tuple[str, dict, i
 def make_plan(config: dict, device: str, results: dict | None, margin: float = 1.5, cap: str = "7d",
               measure_steps: int | None = None, overrides: dict | None = None) -> dict:
     """The plan as plain data: per cell its steps/s, source, hours per job and SLURM runtime (minutes)."""
-    cap_min, fallback = minutes(cap), config.get("resources", {}).get("train", {}).get("runtime", "48h")
+    cap_min, fallback = minutes(cap), config["resources"]["train"]["runtime"]
     found = measurements(results, device) if measure_steps is None else []
     cells, total, unmeasured, timed = {}, 0.0, 0, {}
     for name, cfg, n in jobs(config, overrides):
