@@ -429,3 +429,12 @@ def test_report_rules_pass_numbers_and_report_tex_as_declared_files(tmp_path):
     counts, out = plan(repo, "-p", "reports/report.tex")
     assert counts["report"] == 1 and counts["tables"] == 1
     assert "--numbers reports/numbers.tex" in out.split("rule report:")[1] and "--tex reports/report.tex" in out
+
+
+def test_fallback_pdf_has_a_symbol_for_every_table_mark():
+    """The matplotlib report marks cells with the same symbols as the LaTeX tables (a new mark needs no second edit)."""
+    from slotcov import report_pdf, tables
+
+    assert set(report_pdf.MARK_SYMBOLS) == set(tables.MARKS)
+    assert all(len(s) == 1 and s != "\\" for s in report_pdf.MARK_SYMBOLS.values())
+    assert report_pdf.detex(r"$^\sharp$ settings") == "♯ settings"
