@@ -20,7 +20,6 @@ both FG-ARI variants present (`fg_ari`, `fg_ari_authors`).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -33,6 +32,7 @@ from scipy import stats
 from slotcov import paper
 from slotcov.errors import UserError
 from slotcov.io import atomic_path, write_json, write_text
+from slotcov.results import read_json
 
 LEVEL = 0.95
 WELCH = "Welch t (95%)"
@@ -58,13 +58,6 @@ def _seed_files(folder: Path, pattern: str) -> dict[int, Path]:
     return out
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: unreadable JSON ({err}); delete it and rerun the step that writes it") from err
-
-
 def _number(value) -> float | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
@@ -88,7 +81,7 @@ def cell_values(results, source: str, cell: str, value: str, pipeline: str = "pr
                 out[seed] = math.log10(max(float(column.iloc[-1]), LOG_FLOOR))
         return out
     for seed, path in _seed_files(results / source / cell, "seed*.json").items():
-        data = _read_json(path)
+        data = read_json(path)
         if pipeline not in ("primary", "-"):
             data = (data.get("pipelines") or {}).get(pipeline) or {}
         number = _number(data.get(value))
@@ -103,7 +96,7 @@ def coco_variants(results) -> tuple[list[str], list[str]]:
     for path in Path(results, "metrics", "coco").glob("*/seed*.json"):
         if path.name.endswith(".provenance.json"):
             continue
-        data = _read_json(path)
+        data = read_json(path)
         sections = data.get("pipelines") or {}
         pipelines |= set(sections)
         if "fg_ari_authors" in data or any("fg_ari_authors" in s for s in sections.values()):
