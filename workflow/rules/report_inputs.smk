@@ -18,7 +18,8 @@ def sample_targets() -> list[str]:
 
 def run_models() -> list[str]:
     """model.pt of every training run: its log.csv (training curves) is complete once it exists."""
-    return [f"results/runs/{cell}/seed{seed}/model.pt" for cell in trained_cells() for seed in config["seeds"]]
+    return [str(Path(RUN.format(**dict(zip(("dataset", "method"), Path(cell).parts)), seed=seed), "model.pt"))
+            for cell in trained_cells() for seed in config["seeds"]]
 
 
 def results_folder(wildcards, input) -> str:
