@@ -40,6 +40,7 @@ from slotcov.cells import PAPER_CELLS  # noqa: E402
 from slotcov.config import deep_merge, parse_set  # noqa: E402
 from slotcov.data import InMemory  # noqa: E402
 from slotcov.data.features import FeatureStore  # noqa: E402
+from slotcov import plan  # noqa: E402
 from slotcov.flops import random_batch, step_flops  # noqa: E402
 from slotcov.io import atomic_path, write_json  # noqa: E402
 from slotcov.models import build_model  # noqa: E402
@@ -87,12 +88,10 @@ def matmul_peak(device, precision: str, quick: bool) -> float:
 
 def trainer_rate(run_cfg, data, device, warm, steps) -> tuple[float, int]:
     """(steps/s after `warm` steps, peak CUDA memory) of slotcov's trainer on `data`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        train(run_cfg, data, tmp, device=str(device), progress=False)
-        secs = np.loadtxt(Path(tmp) / "log.csv", delimiter=",", skiprows=1, usecols=-1, ndmin=1)
-    return steps / (secs[-1] - secs[warm - 1]), torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rate = plan.trainer_rate(run_cfg, data, warm, steps, str(device))
+    return rate, torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
 
 
 def baseline_rate(cfg, data, device, warm, steps, bs) -> tuple[float, int]:

@@ -98,34 +98,30 @@ def pick(cfg: dict, found: list[dict]) -> dict | None:
     return min(same, key=lambda m: (m["rank"], -m["steps_per_s"]), default=None)
 
 
-def measure(cfg: dict, steps: int = 20, warm: int = 5) -> dict:
-    """steps/s of the trainer on this machine for the cell `cfg`, on random inputs of its shape."""
+def trainer_rate(run_cfg: dict, data, warm: int, steps: int, device: str = "auto") -> float:
+    """steps/s of slotcov's trainer on `data` over `steps` steps after `warm` (timed from its log.csv)."""
     import numpy as np
 
+    from slotcov.train import train
+
+    run = deep_merge(run_cfg, {"train": {"steps": warm + steps, "log_every": 1}})
+    with tempfile.TemporaryDirectory() as tmp:
+        train(run, data, tmp, device=device, progress=False)
+        secs = np.loadtxt(Path(tmp) / "log.csv", delimiter=",", skiprows=1, usecols=-1, ndmin=1)
+    return steps / (secs[-1] - secs[warm - 1])
+
+
+def measure(cfg: dict, steps: int = 20, warm: int = 5) -> dict:
+    """steps/s of the trainer on this machine for the cell `cfg`, on random inputs of its shape."""
     from slotcov.data import InMemory
     from slotcov.flops import random_batch
-    from slotcov.train import resolve_device, train
+    from slotcov.io import resolve_device
 
     data = InMemory(**random_batch(cfg, 2 * cfg["train"]["batch_size"]))
-    run = deep_merge(cfg, {"train": {"steps": warm + steps, "log_every": 1, "checkpoint_every": 10 ** 9}})
-    dev = resolve_device("auto")
-    with tempfile.TemporaryDirectory() as tmp:
-        train(run, data, tmp, progress=False)
-        secs = np.loadtxt(Path(tmp) / "log.csv", delimiter=",", skiprows=1, usecols=-1, ndmin=1)
-    return {"steps_per_s": steps / (secs[-1] - secs[warm - 1]),
-            "label": f"measured now ({dev.type}): {steps} steps after {warm} warm-up, {time.strftime('%Y-%m-%d %H:%M')}"}
-
-
-def device_name() -> str:
-    """This machine's device as bench/run.py names it in bench/results.json."""
-    import os
-    import platform
-
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"cpu {platform.processor() or platform.machine()} x{os.cpu_count()}"
+    run = deep_merge(cfg, {"train": {"checkpoint_every": 10 ** 9}})
+    return {"steps_per_s": trainer_rate(run, data, warm, steps),
+            "label": f"measured now ({resolve_device('auto').type}): {steps} steps after {warm} warm-up, "
+                     f"{time.strftime('%Y-%m-%d %H:%M')}"}
 
 
 def jobs(config: dict, overrides: dict | None = None) -> list[tuple[str, dict, int]]:
