@@ -32,7 +32,7 @@ from slotcov.io import atomic_path, write_json
 from slotcov.losses import covariance_loss
 from slotcov.errors import UserError
 from slotcov.metrics import (block_masks, fg_ari, fg_ari_authors_batched, fg_ari_authors_parts, mbo,
-                             metric_difference, summarize)
+                             metric_difference, pair_counts, summarize)
 
 AUTHORS_BATCH = 64  # the paper's evaluation batch; fixed, whatever eval.batch_size is
 UPSAMPLE = ("bilinear", "nearest")
@@ -47,6 +47,14 @@ def masks_to_ids(masks: torch.Tensor, size: tuple[int, int], mode: str = "biline
         extra = {"align_corners": False} if mode == "bilinear" else {}
         masks = F.interpolate(masks.float(), size=size, mode=mode, **extra)
     return masks.argmax(dim=1)
+
+
+def _score_ari(true_ids, pred, aris: list, authors_parts: list | None) -> None:
+    """Append one batch's FG-ARI (and the authors' per-image parts), counting its pixel pairs once."""
+    counts = pair_counts(true_ids, pred)
+    aris.append(fg_ari(true_ids, pred, counts))
+    if authors_parts is not None:
+        authors_parts.append(fg_ari_authors_parts(true_ids, pred, counts))
 
 
 def _ari_metrics(aris: list, authors_parts: list | None) -> dict:
@@ -80,9 +88,7 @@ def evaluate_model(model, dataset, batch_size: int = 64, n_samples: int = 8, dev
         out = model(batch)
         true_ids = batch["true_ids"]
         pred = masks_to_ids(out["masks"], true_ids.shape[-2:], upsample).cpu()
-        aris.append(fg_ari(true_ids.cpu(), pred))
-        if parts is not None:
-            parts.append(fg_ari_authors_parts(true_ids.cpu(), pred))
+        _score_ari(true_ids.cpu(), pred, aris, parts)
         mbos.append(mbo(true_ids.cpu(), pred.cpu(), batch["valid"].cpu() if "valid" in batch else None))
         slots.append(out["slots"].float().flatten(0, 1).cpu())
         sq_err += F.mse_loss(out["recon"].float(), out["target"].float(), reduction="sum").item()
@@ -111,10 +117,8 @@ def evaluate_blockmasks(dataset, num_blocks: int, batch_size: int = 64, authors_
     for start in range(0, len(dataset), batch_size):
         true_ids = dataset.batch(np.arange(start, min(len(dataset), start + batch_size)))["true_ids"]
         pred = block_masks(*true_ids.shape[-2:], num_blocks).expand_as(true_ids)
-        aris.append(fg_ari(true_ids, pred))
+        _score_ari(true_ids, pred, aris, parts)
         mbos.append(mbo(true_ids, pred))
-        if parts is not None:
-            parts.append(fg_ari_authors_parts(true_ids, pred))
     return {**_ari_metrics(aris, parts), "mbo": summarize(torch.cat(mbos))["mean"]}
 
 

@@ -52,19 +52,20 @@ def _contingency(true_ids, pred_ids, chunk_pixels: int = 1 << 15) -> torch.Tenso
     return torch.from_numpy(counts)
 
 
-def _pair_counts(true_ids, pred_ids) -> tuple[torch.Tensor, ...]:
+def pair_counts(true_ids, pred_ids) -> tuple[torch.Tensor, ...]:
     """Per image (int64 [B] each): foreground pixels n, sum of squared cells, row (true) and column (pred) sums of squares."""
     c = _contingency(true_ids, pred_ids)
     return c.sum(dim=(1, 2)), c.pow(2).sum(dim=(1, 2)), c.sum(dim=2).pow(2).sum(dim=1), c.sum(dim=1).pow(2).sum(dim=1)
 
 
-def fg_ari(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
+def fg_ari(true_ids: torch.Tensor, pred_ids: torch.Tensor, counts: tuple | None = None) -> torch.Tensor:
     """Adjusted Rand index on each image's foreground pixels: float64 [B], NaN without foreground.
 
     Equals sklearn.metrics.adjusted_rand_score(true[fg], pred[fg]) per image, through the
     same pair-confusion formula (including its 1.0 for perfect agreement on one pixel).
+    `counts`: `pair_counts(true_ids, pred_ids)` when the caller already has them.
     """
-    n, sum_sq, rows_sq, cols_sq = (x.double() for x in _pair_counts(true_ids, pred_ids))
+    n, sum_sq, rows_sq, cols_sq = (x.double() for x in counts or pair_counts(true_ids, pred_ids))
     tp = sum_sq - n
     fp = cols_sq - sum_sq  # pairs together in the prediction, apart in the truth
     fn = rows_sq - sum_sq
@@ -75,15 +76,15 @@ def fg_ari(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, ari, torch.full_like(ari, math.nan))
 
 
-def fg_ari_authors_parts(true_ids, pred_ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fg_ari_authors_parts(true_ids, pred_ids, counts: tuple | None = None) -> tuple[torch.Tensor, ...]:
     """Per-image pieces of the paper authors' batch FG-ARI (see `fg_ari_authors`), float64/bool [B] each.
 
     plain: the ARI formula without special cases on the foreground, NaN below 2 foreground pixels
     or where its denominator is zero; zero_denom: that denominator is exactly zero (both
     partitions trivial: one group each, or all singletons); uniform: every pixel, ignored ones
-    counted as object 1, has the same id.
+    counted as object 1, has the same id. `counts` as in `fg_ari`.
     """
-    n, sum_sq, rows_sq, cols_sq = _pair_counts(true_ids, pred_ids)  # exact integers
+    n, sum_sq, rows_sq, cols_sq = counts or pair_counts(true_ids, pred_ids)  # exact integers
     pairs = n * (n - 1)
     index, a, b = sum_sq - n, cols_sq - n, rows_sq - n  # 2x pairs together in both / pred / true
     zero_denom = (n >= 2) & (a == b) & ((a == 0) | (a == pairs))
