@@ -191,6 +191,24 @@ def test_authors_metric_uses_batches_of_64_in_file_order():
     assert a["fg_ari_authors_n"] == 70 and a["fg_ari_n"] == 70
 
 
+def test_metrics_count_the_batches_whose_rule_the_float32_zero_test_changed():
+    """A batch whose only zero-denominator image (154 pixels, one slot) escapes the authors' float32 test."""
+    ids = torch.zeros(70, 32, 32, dtype=torch.long)
+    ids[:, 8:24, 8:24] = 1          # one object across both halves: split over two slots, sklearn 0
+    ids[3] = 0
+    ids[3, 2:16, 2:13] = 1          # image 3: 154 pixels inside the left half, one slot
+    ds = InMemory(image=torch.zeros(70, 3, 32, 32), true_ids=ids)
+    m, _ = evaluate_model(_HalvesModel(), ds, batch_size=16, n_samples=0, progress=False, authors_metric=True)
+    assert m["fg_ari_authors_batches"] == 2 and m["fg_ari_authors_float32_batches"] == 1
+    assert m["fg_ari"] == pytest.approx(100 / 70, abs=1e-9)
+    assert m["fg_ari_authors"] == pytest.approx(100.0)  # every image 1.0: the uniform rule in both batches
+    ids[3, 2:16, 2:13] = 1
+    ids[3, 15, 12] = 0              # 153 pixels: float32 finds the zero, as exact arithmetic does
+    m, _ = evaluate_model(_HalvesModel(), ds, batch_size=16, n_samples=0, progress=False, authors_metric=True)
+    assert m["fg_ari_authors_float32_batches"] == 0
+    assert m["fg_ari_authors"] == pytest.approx((1 + 6) * 100 / 70, abs=1e-6)
+
+
 def test_nearest_upsampling_of_token_masks():
     masks = torch.zeros(1, 2, 4)
     masks[0, 0] = torch.tensor([1.0, 0.6, 0.0, 0.0])  # slot 0 strong top-left, weak top-right

@@ -31,8 +31,8 @@ from tqdm import tqdm
 from slotcov.io import atomic_path, write_json
 from slotcov.losses import covariance_loss
 from slotcov.errors import UserError
-from slotcov.metrics import (block_masks, fg_ari, fg_ari_authors_batched, fg_ari_authors_parts, mbo,
-                             metric_difference, pair_counts, summarize)
+from slotcov.metrics import (block_masks, contingency, fg_ari, fg_ari_authors_batched, fg_ari_authors_parts,
+                             float32_branch_changes, mbo, metric_difference, pair_counts, summarize)
 
 AUTHORS_BATCH = 64  # the paper's evaluation batch; fixed, whatever eval.batch_size is
 UPSAMPLE = ("bilinear", "nearest")
@@ -50,15 +50,16 @@ def masks_to_ids(masks: torch.Tensor, size: tuple[int, int], mode: str = "biline
 
 
 def _score_ari(true_ids, pred, aris: list, authors_parts: list | None) -> None:
-    """Append one batch's FG-ARI (and the authors' per-image parts), counting its pixel pairs once."""
-    counts = pair_counts(true_ids, pred)
-    aris.append(fg_ari(true_ids, pred, counts))
+    """Append one batch's FG-ARI (and the authors' per-image parts), counting its pixels once."""
+    table = contingency(true_ids, pred)
+    aris.append(fg_ari(true_ids, pred, pair_counts(true_ids, pred, table)))
     if authors_parts is not None:
-        authors_parts.append(fg_ari_authors_parts(true_ids, pred, counts))
+        authors_parts.append(fg_ari_authors_parts(true_ids, pred, table))
 
 
 def _ari_metrics(aris: list, authors_parts: list | None) -> dict:
-    """fg_ari (+ counts) and, given the authors' per-image parts, fg_ari_authors and the per-image difference."""
+    """fg_ari (+ counts) and, given the authors' per-image parts, fg_ari_authors, the per-image difference
+    and how many of its batches the float32 zero test sent down another rule (of how many)."""
     scores = torch.cat(aris)
     ari = summarize(scores)
     out = {"fg_ari": ari["mean"], "fg_ari_n": ari["n"], "fg_ari_skipped": ari["skipped"]}
@@ -66,7 +67,9 @@ def _ari_metrics(aris: list, authors_parts: list | None) -> dict:
         theirs = fg_ari_authors_batched(authors_parts, AUTHORS_BATCH)
         a, diff = summarize(theirs), metric_difference(scores, theirs)
         out.update(fg_ari_authors=a["mean"], fg_ari_authors_n=a["n"], fg_ari_authors_skipped=a["skipped"],
-                   fg_ari_metric_frac_differ=diff["frac_differ"], fg_ari_metric_mean_diff=diff["mean_diff"])
+                   fg_ari_metric_frac_differ=diff["frac_differ"], fg_ari_metric_mean_diff=diff["mean_diff"],
+                   fg_ari_authors_batches=-(-len(theirs) // AUTHORS_BATCH),
+                   fg_ari_authors_float32_batches=float32_branch_changes(authors_parts, AUTHORS_BATCH))
     return out
 
 
