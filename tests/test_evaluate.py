@@ -165,6 +165,28 @@ def test_non_paper_settings_are_recorded_in_provenance_and_marked_in_the_tables(
     assert MARKS["knobs"][0] in note and "amp=bf16" in note
 
 
+def test_float16_tokens_are_recorded_in_provenance_and_marked(tmp_path):
+    """A number from float16 tokens (data.features.dtype) is marked with the knobs mark; float32 is the paper's."""
+    import json
+
+    import pandas as pd
+
+    from slotcov.cells import PAPER_CELLS
+    from slotcov.evaluate import provenance
+    from slotcov.tables import _marks
+
+    config = {"preset": "paper", "data": {"coco": {"source": "real", "primary": "authors"}}}
+    store = tmp_path / "features"
+    store.mkdir()
+    cfg = PAPER_CELLS["coco/dinosaur"]
+    for dtype, expected in (("float32", ""), ("float16", "data.features.dtype=float16")):
+        (store / "manifest.json").write_text(json.dumps({"weights": "pretrained", "dtype": dtype}))
+        prov = provenance(config, "coco/dinosaur", cfg, None, tmp_path, store, "cpu")
+        assert prov["non_paper"] == expected
+    group = pd.DataFrame({"has_prov": [True], "prov_preset": ["paper"], "prov_non_paper": [prov["non_paper"]]})
+    assert _marks(group, "coco", "dinosaur") == {"knobs": "data.features.dtype=float16"}
+
+
 class _HalvesModel(torch.nn.Module):
     """Predicts slot 0 on the left half and slot 1 on the right half of every image."""
 

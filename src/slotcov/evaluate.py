@@ -133,6 +133,12 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _store_settings(manifest: dict) -> list[str]:
+    """A feature store's settings away from the paper's (the authors' float32 tokens), as `non_paper` entries."""
+    dtype = manifest.get("dtype", "float32")
+    return [] if dtype == "float32" else [f"data.features.dtype={dtype}"]
+
+
 def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, data_dir: Path,
                features_dir: Path | None, device: str) -> dict:
     """Strings that say where a number came from (kept out of the metrics file)."""
@@ -146,9 +152,10 @@ def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, 
     meta = json.loads((data_dir / "meta.json").read_text()) if (data_dir / "meta.json").exists() else {}
     source = config["data"][dataset]["source"]
     kind = {"replica": "replica", "synthetic": "synthetic-coco"}.get(source, "real")
-    weights = "none"
+    manifest = {}
     if features_dir is not None and (features_dir / "manifest.json").exists():
-        weights = json.loads((features_dir / "manifest.json").read_text()).get("weights", "unknown")
+        manifest = json.loads((features_dir / "manifest.json").read_text())
+    weights = manifest.get("weights", "unknown") if manifest else "none"
     wall = ""
     if run_dir is not None and (run_dir / "log.csv").exists():
         lines = (run_dir / "log.csv").read_text().strip().splitlines()
@@ -157,7 +164,7 @@ def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, 
     return {
         "cell": cell, "preset": config["preset"], "git_commit": _git_commit(),
         "config_hash": config_hash(cfg) if cfg else "", "protocol": meta.get("pipeline") or dataset,
-        "non_paper": "; ".join(non_paper_settings(cfg)) if cfg else "",
+        "non_paper": "; ".join(non_paper_settings(cfg) + _store_settings(manifest)) if cfg else "",
         "dataset_kind": kind, "encoder_weights": "random" if "random" in str(weights) else
         ("dino" if weights not in ("none", "unknown") else weights),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",

@@ -242,9 +242,9 @@ class CocoArrays:
         return len(self.image_ids)
 
     def batch(self, idx) -> dict:
-        """image float32 [B,3,128,128] in [0,1], true_ids int64 [B,S,S], features float16 [B,N,D].
+        """image float32 [B,3,128,128] in [0,1], true_ids int64 [B,S,S], features [B,N,D] in the store's dtype.
 
-        Features stay float16 on the host (half the bytes to copy to the GPU); the model casts them.
+        Features keep the store's dtype on the host (float16 stores copy half the bytes); the model casts them.
         """
         import torch
 
@@ -254,7 +254,7 @@ class CocoArrays:
             "true_ids": torch.from_numpy(self.true_ids[idx].astype(np.int64)),
         }
         if self.features is not None:
-            out["features"] = torch.from_numpy(np.ascontiguousarray(self.features[idx], dtype=np.float16))
+            out["features"] = torch.from_numpy(np.ascontiguousarray(self.features[idx]))
         return out
 
 
