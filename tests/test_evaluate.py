@@ -157,7 +157,7 @@ def test_non_paper_settings_are_recorded_in_provenance_and_marked_in_the_tables(
     prov = provenance(config, "cmdsprites/sa", cfg, None, tmp_path, None, "cpu")
     assert prov["non_paper"] == "train.amp=bf16; model.slot_init=glorot"
     group = pd.DataFrame({"has_prov": [True, True], "prov_preset": ["paper", "paper"],
-                          "prov_protocol": ["cmdsprites", "cmdsprites"], "prov_non_paper": ["", prov["non_paper"]]})
+                          "prov_pipeline": ["cmdsprites", "cmdsprites"], "prov_non_paper": ["", prov["non_paper"]]})
     marks = _marks(group, "cmdsprites", "sa")
     assert marks == {"knobs": "train.amp=bf16; model.slot_init=glorot"}
     assert _marks(group.iloc[:1], "cmdsprites", "sa") == {}
@@ -185,6 +185,29 @@ def test_float16_tokens_are_recorded_in_provenance_and_marked(tmp_path):
         assert prov["non_paper"] == expected
     group = pd.DataFrame({"has_prov": [True], "prov_preset": ["paper"], "prov_non_paper": [prov["non_paper"]]})
     assert _marks(group, "coco", "dinosaur") == {"knobs": "data.features.dtype=float16"}
+
+
+def test_coco_provenance_names_the_pipeline_scored_on_and_the_one_trained_on(tmp_path):
+    """`pipeline`: the prepared split's (the top-level numbers'); `train_pipeline`: data.coco.primary's features."""
+    import json
+
+    import pandas as pd
+
+    from slotcov.cells import PAPER_CELLS
+    from slotcov.evaluate import provenance
+    from slotcov.tables import _marks
+
+    (tmp_path / "meta.json").write_text(json.dumps({"pipeline": "authors"}))
+    config = {"preset": "paper", "data": {"coco": {"source": "real", "primary": "authors"}}}
+    prov = provenance(config, "coco/sa", PAPER_CELLS["coco/sa"], None, tmp_path, None, "cpu")
+    assert (prov["pipeline"], prov["train_pipeline"]) == ("authors", "authors") and "protocol" not in prov
+    assert provenance(config, "coco/blockmasks", None, None, tmp_path, None, "cpu")["train_pipeline"] == ""
+    config["data"]["coco"]["primary"] = "dinosaur"
+    prov = provenance(config, "coco/sa", PAPER_CELLS["coco/sa"], None, tmp_path, None, "cpu")
+    assert (prov["pipeline"], prov["train_pipeline"]) == ("authors", "dinosaur")
+    group = pd.DataFrame({"has_prov": [True], "prov_preset": ["paper"], "prov_pipeline": [prov["pipeline"]],
+                          "prov_train_pipeline": [prov["train_pipeline"]]})
+    assert _marks(group, "coco", "sa") == {"pipeline": "trained on dinosaur instead of authors"}
 
 
 class _HalvesModel(torch.nn.Module):
@@ -255,4 +278,9 @@ def test_cli_wants_pipelines_for_coco_and_data_for_cmdsprites(tmp_path):
     with pytest.raises(UserError, match="--primary dinosaur is not one of"):
         cli_evaluate(["--config", cfg, "--cell", "coco/blockmasks", "--pipeline", "authors", "a", "b",
                       "--primary", "dinosaur"] + out)
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "meta.json").write_text('{"pipeline": "authors"}')
+    with pytest.raises(UserError, match="prepared for the pipeline 'authors'"):  # scored on one, named another
+        cli_evaluate(["--config", cfg, "--cell", "coco/blockmasks", "--pipeline", "dinosaur", str(tmp_path / "split"),
+                      "b"] + out)
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "p.json").exists()

@@ -1,7 +1,7 @@
 """Evaluation of a trained cell: FG-ARI, mBO and reconstruction MSE on the evaluation split.
 
 Predicted masks are resized to the ground-truth resolution (bilinear, as in DINOSAUR's
-protocol, or nearest, as in the paper authors' DINOSAUR evaluation) and arg-maxed over slots.
+evaluation, or nearest, as in the paper authors' DINOSAUR evaluation) and arg-maxed over slots.
 Writes a metrics JSON (numbers only), a provenance JSON (--provenance: results/provenance/...,
 where DVC does not read it as metrics) and a samples NPZ for the figures.
 
@@ -139,6 +139,11 @@ def _store_settings(manifest: dict) -> list[str]:
     return [] if dtype == "float32" else [f"data.features.dtype={dtype}"]
 
 
+def _train_pipeline(config: dict, dataset: str) -> str:
+    """The pipeline whose features a trained cell read: COCO cells train on data.coco.primary."""
+    return config["data"]["coco"]["primary"] if dataset == "coco" else dataset
+
+
 def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, data_dir: Path,
                features_dir: Path | None, device: str) -> dict:
     """Strings that say where a number came from (kept out of the metrics file)."""
@@ -163,7 +168,8 @@ def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, 
     dev = torch.device(device)
     return {
         "cell": cell, "preset": config["preset"], "git_commit": _git_commit(),
-        "config_hash": config_hash(cfg) if cfg else "", "protocol": meta.get("pipeline") or dataset,
+        "config_hash": config_hash(cfg) if cfg else "", "pipeline": meta.get("pipeline") or dataset,
+        "train_pipeline": _train_pipeline(config, dataset) if cfg else "",
         "non_paper": "; ".join(non_paper_settings(cfg) + _store_settings(manifest)) if cfg else "",
         "dataset_kind": kind, "encoder_weights": "random" if "random" in str(weights) else
         ("dino" if weights not in ("none", "unknown") else weights),
@@ -182,6 +188,14 @@ def _coco_pipeline(config: dict, name: str) -> dict:
         raise UserError(f"COCO pipeline '{name}' is not in data.coco.pipelines ({', '.join(pipelines)}); "
                         "pass one of those to --pipeline")
     return pipelines[name]
+
+
+def _check_scored_on(name: str, data: Path) -> None:
+    """A metrics section is named after the pipeline its split was prepared for (meta.json), never another."""
+    meta = json.loads((data / "meta.json").read_text()) if (data / "meta.json").exists() else {}
+    if meta.get("pipeline") and meta["pipeline"] != name:
+        raise UserError(f"--pipeline {name} {data}: that split was prepared for the pipeline '{meta['pipeline']}'; "
+                        f"pass data/coco/eval-{name} (and its features) for {name}")
 
 
 def cli_evaluate(argv: list[str]) -> int:
@@ -220,6 +234,8 @@ def cli_evaluate(argv: list[str]) -> int:
     primary = args.primary or next(iter(runs))
     if primary not in runs:
         raise UserError(f"--primary {primary} is not one of the --pipeline names ({', '.join(runs)})")
+    for name, (data, _) in runs.items() if coco else ():
+        _check_scored_on(name, Path(data))
     device = str(resolve_device(args.device))
     model, cfg = None, None
     if args.cell != "coco/blockmasks":

@@ -57,7 +57,7 @@ One row per result file: where and how each number was produced.
 \setlength{\tabcolsep}{3pt}
 \begin{longtable}{@{}llllllp{3.8cm}r@{}}
 \toprule
-Cell & Seed & Commit & Preset & Protocol & Data / encoder & Device & Wall (s) \\
+Cell & Seed & Commit & Preset & Pipeline & Data / encoder & Device & Wall (s) \\
 \midrule
 \endhead
 %(provenance)s

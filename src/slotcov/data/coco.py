@@ -2,7 +2,7 @@
 
 Crops (`data.coco.pipelines.<name>.crop`, docs/fidelity.md "COCO pipelines and FG-ARI"):
   center   image: short side 224 + centre crop 224; targets: short side 320 + centre crop 320
-           (DINOSAUR's reference protocol).
+           (DINOSAUR's reference pipeline).
   stretch  image stretched to 224x224; targets stretched to 128x128 (the authors').
 In both, `image128` (the reconstruction target) is the ORIGINAL image brought to 128x128 the same
 way (the authors' too: their dataset already yields 128x128 images, so the 128x128
