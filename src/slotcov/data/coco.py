@@ -18,8 +18,9 @@ extraction did (DINOSAUR keeps them; they have no FG-ARI score either way).
 
 FG-ARI targets (0 = ignored, 1..M = objects), `mask_resize`:
   ids        the id map is computed at the ORIGINAL resolution, overlaps already set to 0, and
-             only then resized with nearest neighbour (pixel centres). The same as resizing each
-             instance mask with nearest-exact and ignoring overlaps afterwards (DINOSAUR).
+             only then resized with nearest neighbour (pixel centres). With `resize: tensor` the same
+             as resizing each instance mask with nearest-exact and ignoring overlaps afterwards
+             (DINOSAUR); PIL's nearest rounds a centre lying exactly on a source pixel's edge the other way.
   instances  each instance mask resized on its own as a uint8 tensor (bilinear, no antialias,
              rounded to 0/1: torchvision's tensor `Resize` of 2023), then the pixels on in more
              than one resized mask set to 0 (the authors' `COCO2017Embeddings.load_mask`).
