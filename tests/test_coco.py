@@ -210,6 +210,37 @@ def test_interpolation_is_pils_own_resize():
     np.testing.assert_array_equal(cropped, np.asarray(img.resize((224, 395), Image.BILINEAR))[86:310])
 
 
+def test_tensor_resize_is_dinosaurs_evaluation_transform():
+    """resize: tensor = ToTensor, tensor Resize (bicubic, no antialias), clamp to [0,1], centre crop, as
+    DINOSAUR's evaluation transform; stored as uint8, so within half a grey level of that float image."""
+    from torchvision import transforms as T
+
+    rgb = np.random.default_rng(1).integers(0, 256, (300, 170, 3), dtype=np.uint8)
+    img = Image.fromarray(rgb)
+    for size, crop in ((224, "center"), (128, "center"), (128, "stretch")):
+        steps = [T.ToTensor(), T.Resize(size if crop == "center" else (size, size), T.InterpolationMode.BICUBIC,
+                                        antialias=False), lambda x: x.clamp(0.0, 1.0)]
+        want = T.Compose(steps + ([T.CenterCrop(size)] if crop == "center" else []))(img).permute(1, 2, 0).numpy()
+        got = square_image(img, size, crop, "bicubic", "tensor")
+        assert got.dtype == np.uint8 and np.abs(got / 255.0 - want).max() <= 0.5 / 255 + 1e-6
+        pil = square_image(img, size, crop, "bicubic", "pil")  # PIL antialiases when shrinking: 300 -> 128 rows
+        assert np.abs(pil.astype(int) - got).max() > (8 if size == 128 else 0)
+
+
+def test_tensor_resize_of_id_maps_is_nearest_exact():
+    """resize: tensor resizes an id map with nearest-exact on a tensor (DINOSAUR's masks); PIL's nearest
+    rounds some pixel centres that fall exactly on a source pixel's edge the other way."""
+    ids = np.random.default_rng(0).integers(0, 6, (128, 249)).astype(np.int32)
+    h, w = 320, int(320 * 249 / 128)
+    want = F.interpolate(torch.from_numpy(ids).float()[None, None], size=(h, w), mode="nearest-exact")[0, 0]
+    top, left = round((h - 320) / 2), round((w - 320) / 2)
+    want = want[top:top + 320, left:left + 320].numpy()
+    np.testing.assert_array_equal(square_ids(ids, 320, "center", "tensor"), want)
+    rows = set(np.flatnonzero((square_ids(ids, 320, "center", "pil") != want).any(axis=1)).tolist())
+    on_an_edge = {r for r in range(320) if (2 * r + 1) * 128 % (2 * 320) == 0}  # (r + 0.5) * 128 / 320 whole
+    assert rows and rows <= on_an_edge
+
+
 def _authors_instance_ids(coco, image_id, size):
     """The authors' 128x128 targets by hand: each 0/1 mask resized bilinearly and rounded, overlaps zeroed."""
     masks = [torch.from_numpy(coco.annToMask(a)).float() for a in coco.imgToAnns[image_id] if not a["iscrowd"]]
@@ -280,3 +311,10 @@ def test_prepare_split_records_and_applies_the_pipeline_keys(tmp_path):
         prepare_split(tmp_path / "coco", "val2017", "stretch", tmp_path / "c", mask_resize="pixels")
     with pytest.raises(UserError, match="interpolation"):
         prepare_split(tmp_path / "coco", "val2017", "stretch", tmp_path / "c", interpolation="lanczos")
+    with pytest.raises(UserError, match="resize"):
+        prepare_split(tmp_path / "coco", "val2017", "stretch", tmp_path / "c", resize="cv2")
+    assert cli_prepare_coco(args + ["--resize", "tensor", "--out", str(tmp_path / "t")]) == 0
+    assert (meta_b["resize"], json.loads((tmp_path / "t" / "meta.json").read_text())["resize"]) == ("pil", "tensor")
+    with Image.open(tmp_path / "coco" / "val2017" / "img7.jpg") as img:
+        np.testing.assert_array_equal(np.load(tmp_path / "t" / "image128.npy")[0],
+                                      square_image(img, 128, "stretch", "bicubic", "tensor"))

@@ -157,12 +157,57 @@ def test_non_paper_settings_are_recorded_in_provenance_and_marked_in_the_tables(
     prov = provenance(config, "cmdsprites/sa", cfg, None, tmp_path, None, "cpu")
     assert prov["non_paper"] == "train.amp=bf16; model.slot_init=glorot"
     group = pd.DataFrame({"has_prov": [True, True], "prov_preset": ["paper", "paper"],
-                          "prov_protocol": ["cmdsprites", "cmdsprites"], "prov_non_paper": ["", prov["non_paper"]]})
+                          "prov_pipeline": ["cmdsprites", "cmdsprites"], "prov_non_paper": ["", prov["non_paper"]]})
     marks = _marks(group, "cmdsprites", "sa")
     assert marks == {"knobs": "train.amp=bf16; model.slot_init=glorot"}
     assert _marks(group.iloc[:1], "cmdsprites", "sa") == {}
     note = _notes(pd.DataFrame({"_detail": [marks]}))
     assert MARKS["knobs"][0] in note and "amp=bf16" in note
+
+
+def test_float16_tokens_are_recorded_in_provenance_and_marked(tmp_path):
+    """A number from float16 tokens (data.features.dtype) is marked with the knobs mark; float32 is the paper's."""
+    import json
+
+    import pandas as pd
+
+    from slotcov.cells import PAPER_CELLS
+    from slotcov.evaluate import provenance
+    from slotcov.tables import _marks
+
+    config = {"preset": "paper", "data": {"coco": {"source": "real", "primary": "authors"}}}
+    store = tmp_path / "features"
+    store.mkdir()
+    cfg = PAPER_CELLS["coco/dinosaur"]
+    for dtype, expected in (("float32", ""), ("float16", "data.features.dtype=float16")):
+        (store / "manifest.json").write_text(json.dumps({"weights": "pretrained", "dtype": dtype}))
+        prov = provenance(config, "coco/dinosaur", cfg, None, tmp_path, store, "cpu")
+        assert prov["non_paper"] == expected
+    group = pd.DataFrame({"has_prov": [True], "prov_preset": ["paper"], "prov_non_paper": [prov["non_paper"]]})
+    assert _marks(group, "coco", "dinosaur") == {"knobs": "data.features.dtype=float16"}
+
+
+def test_coco_provenance_names_the_pipeline_scored_on_and_the_one_trained_on(tmp_path):
+    """`pipeline`: the prepared split's (the top-level numbers'); `train_pipeline`: data.coco.primary's features."""
+    import json
+
+    import pandas as pd
+
+    from slotcov.cells import PAPER_CELLS
+    from slotcov.evaluate import provenance
+    from slotcov.tables import _marks
+
+    (tmp_path / "meta.json").write_text(json.dumps({"pipeline": "authors"}))
+    config = {"preset": "paper", "data": {"coco": {"source": "real", "primary": "authors"}}}
+    prov = provenance(config, "coco/sa", PAPER_CELLS["coco/sa"], None, tmp_path, None, "cpu")
+    assert (prov["pipeline"], prov["train_pipeline"]) == ("authors", "authors") and "protocol" not in prov
+    assert provenance(config, "coco/blockmasks", None, None, tmp_path, None, "cpu")["train_pipeline"] == ""
+    config["data"]["coco"]["primary"] = "dinosaur"
+    prov = provenance(config, "coco/sa", PAPER_CELLS["coco/sa"], None, tmp_path, None, "cpu")
+    assert (prov["pipeline"], prov["train_pipeline"]) == ("authors", "dinosaur")
+    group = pd.DataFrame({"has_prov": [True], "prov_preset": ["paper"], "prov_pipeline": [prov["pipeline"]],
+                          "prov_train_pipeline": [prov["train_pipeline"]]})
+    assert _marks(group, "coco", "sa") == {"pipeline": "trained on dinosaur instead of authors"}
 
 
 class _HalvesModel(torch.nn.Module):
@@ -191,6 +236,24 @@ def test_authors_metric_uses_batches_of_64_in_file_order():
     assert a["fg_ari_authors_n"] == 70 and a["fg_ari_n"] == 70
 
 
+def test_metrics_count_the_batches_whose_rule_the_float32_zero_test_changed():
+    """A batch whose only zero-denominator image (154 pixels, one slot) escapes the authors' float32 test."""
+    ids = torch.zeros(70, 32, 32, dtype=torch.long)
+    ids[:, 8:24, 8:24] = 1          # one object across both halves: split over two slots, sklearn 0
+    ids[3] = 0
+    ids[3, 2:16, 2:13] = 1          # image 3: 154 pixels inside the left half, one slot
+    ds = InMemory(image=torch.zeros(70, 3, 32, 32), true_ids=ids)
+    m, _ = evaluate_model(_HalvesModel(), ds, batch_size=16, n_samples=0, progress=False, authors_metric=True)
+    assert m["fg_ari_authors_batches"] == 2 and m["fg_ari_authors_float32_batches"] == 1
+    assert m["fg_ari"] == pytest.approx(100 / 70, abs=1e-9)
+    assert m["fg_ari_authors"] == pytest.approx(100.0)  # every image 1.0: the uniform rule in both batches
+    ids[3, 2:16, 2:13] = 1
+    ids[3, 15, 12] = 0              # 153 pixels: float32 finds the zero, as exact arithmetic does
+    m, _ = evaluate_model(_HalvesModel(), ds, batch_size=16, n_samples=0, progress=False, authors_metric=True)
+    assert m["fg_ari_authors_float32_batches"] == 0
+    assert m["fg_ari_authors"] == pytest.approx((1 + 6) * 100 / 70, abs=1e-6)
+
+
 def test_nearest_upsampling_of_token_masks():
     masks = torch.zeros(1, 2, 4)
     masks[0, 0] = torch.tensor([1.0, 0.6, 0.0, 0.0])  # slot 0 strong top-left, weak top-right
@@ -215,4 +278,9 @@ def test_cli_wants_pipelines_for_coco_and_data_for_cmdsprites(tmp_path):
     with pytest.raises(UserError, match="--primary dinosaur is not one of"):
         cli_evaluate(["--config", cfg, "--cell", "coco/blockmasks", "--pipeline", "authors", "a", "b",
                       "--primary", "dinosaur"] + out)
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "meta.json").write_text('{"pipeline": "authors"}')
+    with pytest.raises(UserError, match="prepared for the pipeline 'authors'"):  # scored on one, named another
+        cli_evaluate(["--config", cfg, "--cell", "coco/blockmasks", "--pipeline", "dinosaur", str(tmp_path / "split"),
+                      "b"] + out)
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "p.json").exists()

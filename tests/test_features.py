@@ -30,7 +30,7 @@ def images():
 
 
 def direct_tokens(model, images, batch_size, imagenet=True):
-    """Reference: normalise by hand, run the blocks by hand, drop CLS, cast to fp16."""
+    """Reference: normalise by hand, run the blocks by hand, drop CLS (float32)."""
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
     if not imagenet:
         mean, std = torch.zeros(3), torch.ones(3)
@@ -39,7 +39,7 @@ def direct_tokens(model, images, batch_size, imagenet=True):
         for b in range(0, len(images), batch_size):
             x = torch.from_numpy(images[b:b + batch_size]).float().div(255).sub(mean).div(std).permute(0, 3, 1, 2)
             y = model.blocks(model.norm_pre(model._pos_embed(model.patch_embed(x))))
-            out.append(y[:, model.num_prefix_tokens:].half().numpy())
+            out.append(y[:, model.num_prefix_tokens:].numpy())
     return np.concatenate(out)
 
 
@@ -49,16 +49,31 @@ def test_round_trip_bit_exact(tmp_path, images):
                            image_ids=np.arange(100, 123))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["feat"]  # the .tmp folder was renamed
     store = FeatureStore(out, verify=True)
-    assert len(store) == 23 and store[0:23].dtype == np.float16 and store[0:23].shape == (23, 4, 32)
+    assert len(store) == 23 and store[0:23].dtype == np.float32 and store[0:23].shape == (23, 4, 32)
     np.testing.assert_array_equal(store[np.arange(23)], direct_tokens(model, images, 4))
     assert store.image_ids.tolist() == list(range(100, 123))
     m = json.loads((out / "manifest.json").read_text())
     assert m["complete"] and m["n_chunks"] == 3 and sorted(m["chunks"]) == ["0", "1", "2"]
-    assert m["shape"] == [23, 4, 32] and m["dtype"] == "float16"
+    assert m["shape"] == [23, 4, 32] and m["dtype"] == "float32"  # the paper authors' stored tokens
     # a finished, matching store is left alone
     mtime = (out / "tokens.npy").stat().st_mtime_ns
     extract_features(model, images, out, batch_size=4, device="cpu", chunk=8, image_ids=np.arange(100, 123))
     assert (out / "tokens.npy").stat().st_mtime_ns == mtime
+
+
+def test_float16_tokens_are_an_opt_in_store_of_their_own(tmp_path, images):
+    """dtype float16 stores the float32 tokens rounded; a store of the other dtype is never reused."""
+    model = tiny_vit()
+    out = extract_features(model, images, tmp_path / "feat", batch_size=4, device="cpu", chunk=8, dtype="float16")
+    store = FeatureStore(out, verify=True)
+    assert store[0:23].dtype == np.float16 and json.loads((out / "manifest.json").read_text())["dtype"] == "float16"
+    reference = direct_tokens(model, images, 4)
+    np.testing.assert_array_equal(store[np.arange(23)], reference.astype(np.float16))
+    assert not np.array_equal(store[np.arange(23)].astype(np.float32), reference)  # rounded: not the authors' tokens
+    again = extract_features(model, images, out, batch_size=4, device="cpu", chunk=8)  # the default: float32
+    np.testing.assert_array_equal(FeatureStore(again)[np.arange(23)], reference)
+    with pytest.raises(UserError, match="data.features.dtype"):
+        extract_features(model, images, tmp_path / "x", dtype="bfloat16")
 
 
 def test_no_imagenet_normalisation(tmp_path, images):
@@ -186,8 +201,12 @@ def test_cli_on_prepared_coco(tmp_path, monkeypatch):
     assert m["source"] == str(split.resolve()) and m["n_chunks"] == 2 and m["device"] == "cpu"
     ds = CocoArrays(split, features=tmp_path / "f")
     b = ds.batch(np.array([2, 0]))
-    assert b["features"].shape == (2, 4, 32) and b["features"].dtype == torch.float16
+    assert b["features"].shape == (2, 4, 32) and b["features"].dtype == torch.float32
     np.testing.assert_array_equal(b["features"].numpy(), FeatureStore(tmp_path / "f")[np.array([2, 0])])
+    assert cli_extract_features(["--images", str(split), "--weights", "random", "--out", str(tmp_path / "h"),
+                                 "--device", "cpu", "--dtype", "float16"]) == 0
+    half = CocoArrays(split, features=tmp_path / "h").batch(np.array([2, 0]))["features"]
+    assert half.dtype == torch.float16 and torch.equal(half, b["features"].half())
     with pytest.raises(UserError, match="prepare-coco"):
         cli_extract_features(["--images", str(tmp_path), "--out", str(tmp_path / "g")])
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from slotcov.metrics import (block_masks, fg_ari, fg_ari_authors, fg_ari_authors_batched, fg_ari_authors_parts, mbo,
-                             metric_difference, summarize)
+from slotcov.metrics import (authors_ari_float32, block_masks, fg_ari, fg_ari_authors, fg_ari_authors_batched,
+                             fg_ari_authors_parts, float32_branch_changes, mbo, metric_difference, summarize)
 
 
 def _sklearn_fg_ari(true, pred):
@@ -25,7 +25,7 @@ def test_fg_ari_matches_sklearn_on_random_images():
     pred[:10] = true[:10] + 1  # some near-perfect ones
     pred[10:20, :8] = true[10:20, :8]
     np.testing.assert_allclose(fg_ari(torch.tensor(true), torch.tensor(pred)).numpy(),
-                               _sklearn_fg_ari(true, pred), rtol=0, atol=1e-12)
+                               _sklearn_fg_ari(true, pred), rtol=0, atol=F32)
 
 
 def test_fg_ari_edge_cases():
@@ -92,6 +92,8 @@ def test_block_masks():
 
 
 # ---------------------------------------------------------------- the paper authors' FG-ARI
+# Their ARI is float32 arithmetic: on these small images it lies within F32 of the exact value.
+F32 = 1e-6
 
 def _authors_batch():
     """Four 8x8 images: split single object, multi-object, single object 2, one fg pixel."""
@@ -112,8 +114,8 @@ def test_fg_ari_authors_without_zero_denominator():
     ours, theirs = fg_ari(torch.tensor(t), torch.tensor(p)), fg_ari_authors(torch.tensor(t), torch.tensor(p))
     sk = _sklearn_fg_ari(t, p)
     assert abs(sk[0]) < 0.05 and theirs[0] == 1.0          # split object: sklearn ~0, authors 1.0
-    assert math.isclose(theirs[1], sk[1], abs_tol=1e-12)     # ordinary multi-object image: equal
-    assert math.isclose(theirs[2], sk[2], abs_tol=1e-12)     # foreground not object 1: plain formula
+    assert math.isclose(theirs[1], sk[1], abs_tol=F32)      # ordinary multi-object image: equal
+    assert math.isclose(theirs[2], sk[2], abs_tol=F32)      # foreground not object 1: plain formula
     assert ours[3] == 1.0 and theirs[3] == 1.0               # one pixel, object 1: 1.0 by the uniform rule
     t[3, 4, 4] = 2                                           # one pixel of object 2: no score
     assert math.isnan(fg_ari_authors(torch.tensor(t), torch.tensor(p))[3])
@@ -128,8 +130,8 @@ def test_fg_ari_authors_with_zero_denominator():
     theirs = fg_ari_authors(torch.tensor(t), torch.tensor(p))
     sk = _sklearn_fg_ari(t, p)
     assert theirs[4] == 1.0
-    assert math.isclose(theirs[0], sk[0], abs_tol=1e-12) and theirs[0] < 0.05  # the split object scores ~0 now
-    assert math.isclose(theirs[1], sk[1], abs_tol=1e-12)
+    assert math.isclose(theirs[0], sk[0], abs_tol=F32) and theirs[0] < 0.05  # the split object scores ~0 now
+    assert math.isclose(theirs[1], sk[1], abs_tol=F32)
     assert math.isnan(theirs[3])                             # one pixel: NaN, not 1.0
 
 
@@ -139,7 +141,7 @@ def test_fg_ari_authors_equals_sklearn_on_multi_object_images():
     pred = rng.integers(0, 7, size=(30, 16, 16))
     pred[:10] = np.where(rng.random((10, 16, 16)) < 0.8, true[:10], pred[:10])
     np.testing.assert_allclose(fg_ari_authors(torch.tensor(true), torch.tensor(pred)).numpy(),
-                               _sklearn_fg_ari(true, pred), rtol=0, atol=1e-12)
+                               _sklearn_fg_ari(true, pred), rtol=0, atol=F32)
 
 
 def test_fg_ari_authors_batched_depends_on_batch_composition():
@@ -153,4 +155,45 @@ def test_fg_ari_authors_batched_depends_on_batch_composition():
     split = fg_ari_authors_batched(parts, batch=4)           # first four alone: the uniform rule fires
     assert one_batch[0] < 0.05 and split[0] == 1.0 and split[4] == 1.0
     diff = metric_difference(fg_ari(torch.tensor(t), torch.tensor(p)), split)
-    assert diff["frac_differ"] == 1 / 5 and math.isclose(diff["mean_diff"], (1.0 - _sklearn_fg_ari(t, p)[0]) * 20)
+    assert diff["frac_differ"] == 1 / 5 and math.isclose(diff["mean_diff"], (1.0 - _sklearn_fg_ari(t, p)[0]) * 20, abs_tol=F32 * 100)
+
+
+def _single_object_batch(size: int):
+    """Two 128x128 images, one object each: image 0 `size` pixels predicted by one slot (a zero
+    denominator in exact arithmetic), image 1 split over two slots (sklearn 0)."""
+    t = np.zeros((2, 128, 128), np.int64)
+    p = np.zeros((2, 128, 128), np.int64)
+    t[0].reshape(-1)[:size] = 1
+    p[0] = 3
+    t[1, 32:96, 32:96] = 1
+    p[1, :, 64:] = 1
+    return torch.tensor(t), torch.tensor(p)
+
+
+def test_fg_ari_authors_follows_their_float32_zero_test():
+    # 154 pixels: n(n-1) = 23562 and its square exceeds float32's 24 bits, so their float32 test
+    # finds no zero denominator; the batch takes the other rule and the split object scores 1.0
+    t, p = _single_object_batch(154)
+    plain, zero, uniform, exact = fg_ari_authors_parts(t, p)
+    assert exact.tolist() == [True, False] and zero.tolist() == [False, False] and uniform.tolist() == [True, True]
+    assert plain[0] == 1.0                                   # (x - e) / (x - e): their formula gives 1.0 itself
+    assert fg_ari_authors(t, p).tolist() == [1.0, 1.0]       # exact arithmetic would give [1.0, 0.0]
+    assert fg_ari_authors_batched([fg_ari_authors_parts(t, p)]).tolist() == [1.0, 1.0]
+    assert float32_branch_changes([fg_ari_authors_parts(t, p)]) == 1
+    # 153 pixels: float32 finds the zero, as exact arithmetic does: the split object scores its plain ARI
+    t, p = _single_object_batch(153)
+    assert fg_ari_authors_parts(t, p)[1].tolist() == [True, False]
+    theirs = fg_ari_authors(t, p)
+    assert theirs[0] == 1.0 and abs(theirs[1]) < F32
+    assert float32_branch_changes([fg_ari_authors_parts(t, p)]) == 0
+
+
+def test_float32_zero_test_misses_1392_of_the_single_object_sizes_at_128x128():
+    """One object of n pixels predicted by one slot, for every n of a 128x128 image (2..16384)."""
+    sizes = torch.arange(2, 128 * 128 + 1)
+    table = torch.zeros(len(sizes), 2, 1, dtype=torch.int64)
+    table[:, 1, 0] = sizes                                   # row 0: ignored pixels (none counted)
+    ari, zero = authors_ari_float32(table)
+    missed = sizes[~zero]
+    assert len(sizes) == 16383 and len(missed) == 1392 and int(missed.min()) == 154
+    assert (ari[~zero] == 1.0).all()

@@ -196,3 +196,29 @@ def test_resample_slots_draws_new_slots_per_call_and_otherwise_keeps_one_draw():
     exact = probing.probe_split(identity_model, data, 10, 10, resample=False, batch_size=4)
     assert torch.equal(exact["slots"](idx), torch.as_tensor(data.slots[10 + idx]))  # scenes 13..18
     assert fresh["visible"].shape == (10, 5) and not fresh["visible"][:, 0].any()
+
+
+def test_probe_provenance_names_the_probe_protocol_and_slot_resampling(tmp_path, monkeypatch):
+    """`slotcov probe` writes probe.protocol and probe.resample_slots into the provenance file (Table 2 marks them)."""
+    import json
+
+    import yaml
+
+    import slotcov.data
+    import slotcov.train
+    from slotcov.cells import PAPER_CELLS
+
+    preset = yaml.safe_load((Path(__file__).parents[1] / "config" / "test.yaml").read_text())
+    monkeypatch.setattr(slotcov.train, "load_trained", lambda run, device: (None, None, PAPER_CELLS["cmdsprites/sa"]))
+    monkeypatch.setattr(slotcov.data, "open_dataset", lambda *args: None)
+    monkeypatch.setattr(probing, "probe_all", lambda *args, **kw: {"shape_acc": 0.5})
+    for settings, want in [({"protocol": "authors", "resample_slots": True}, ("authors", "true")),
+                           ({"protocol": "per_property", "resample_slots": False}, ("per_property", "false"))]:
+        preset["probe"].update(settings)
+        (tmp_path / "preset.yaml").write_text(yaml.safe_dump(preset))
+        assert probing.cli_probe(["--config", str(tmp_path / "preset.yaml"), "--cell", "cmdsprites/sa",
+                                  "--run", str(tmp_path), "--data", str(tmp_path), "--device", "cpu",
+                                  "--out", str(tmp_path / "probe.json"), "--provenance", str(tmp_path / "p.json")]) == 0
+        prov = json.loads((tmp_path / "p.json").read_text())
+        assert (prov["probe_protocol"], prov["probe_resample_slots"]) == want
+        assert prov["pipeline"] == prov["train_pipeline"] == "cmdsprites" and "protocol" not in prov

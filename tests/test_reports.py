@@ -21,11 +21,15 @@ def write_cell(results, kind, dataset, method, seed, values, **prov):
     path = results / kind / dataset / method / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values))
-    defaults = {"protocol": "cmdsprites" if dataset == "cmdsprites" else "authors", "dataset_kind": "real",
-                "encoder_weights": "none" if dataset == "cmdsprites" else "dino"}
+    pipeline = "cmdsprites" if dataset == "cmdsprites" else "authors"
+    defaults = {"pipeline": pipeline, "train_pipeline": "" if method == "blockmasks" else pipeline,
+                "dataset_kind": "real", "encoder_weights": "none" if dataset == "cmdsprites" else "dino"}
+    if kind == "probe":  # the authors' probe
+        defaults.update(probe_protocol="authors", probe_resample_slots="true")
     prov_path = results / "provenance" / kind / dataset / method / f"seed{seed}.json"
     prov_path.parent.mkdir(parents=True, exist_ok=True)
-    prov_path.write_text(json.dumps({**PROV, **defaults, **prov}))
+    fields = {**PROV, **defaults, **prov}  # a field given as None is left out (an older file's layout)
+    prov_path.write_text(json.dumps({k: v for k, v in fields.items() if v is not None}))
     return path
 
 
@@ -44,9 +48,10 @@ def make_results(results, rng=np.random.default_rng(0)):
     write_cell(results, "metrics", "cmdsprites", "covloss", 0, {"fg_ari": 87.5, "fg_ari_n": 320},
                dataset_kind="replica")
     write_cell(results, "metrics", "coco", "covloss", 0, coco(25.0, 21.0, 31.0),
-               dataset_kind="synthetic-coco", encoder_weights="random", protocol="dinosaur")
+               dataset_kind="synthetic-coco", encoder_weights="random",
+               pipeline=None, train_pipeline=None, protocol="dinosaur")  # an earlier slotcov's provenance file
     write_cell(results, "metrics", "coco", "dinosaur", 0, coco(40.0, 38.0, 44.0, frac=0.4, diff=4.5))
-    write_cell(results, "metrics", "coco", "blockmasks", 0, coco(22.0, 23.5, 30.0), protocol="dinosaur")
+    write_cell(results, "metrics", "coco", "blockmasks", 0, coco(22.0, 23.5, 30.0), pipeline="dinosaur")
     for seed in (0, 1):
         write_cell(results, "probe", "cmdsprites", "sa", seed,
                    {"shape_acc": 0.8 + 0.01 * seed, "color_r2": 0.9, "scale_r2": 0.7, "x_r2": 0.95, "y_r2": 0.96,
@@ -102,18 +107,20 @@ def test_tables_from_metrics_files(tmp_path):
     cov = cell(t["table1"], "covloss", "cmdsprites")
     assert cov["marks"] == "replica" and cov["n"] == 1 and np.isnan(cov["std"])
     assert r"87.50\,{\scriptsize(1)}$^{\dagger}$" in tex1 and "replica rendered by slotcov" in tex1
-    # COCO covloss: synthetic data, random encoder, other protocol; all three footnoted
+    # COCO covloss: synthetic data, random encoder, other pipeline (an older file's `protocol`); all footnoted
     cov = cell(t["table1"], "covloss", "coco", "fg_ari")
-    assert set(cov["marks"].split(";")) == {"synthetic", "random", "protocol"}
-    assert "synthetic COCO-format" in tex1 and "random weights" in tex1 and "dinosaur instead of authors" in tex1
+    assert set(cov["marks"].split(";")) == {"synthetic", "random", "pipeline"}
+    assert "synthetic COCO-format" in tex1 and "random weights" in tex1
+    assert "another pipeline than the paper's (scored on dinosaur instead of authors)" in tex1
     # COCO: the primary pipeline's FG-ARI, the other pipeline's beside it, the authors' metric as a column
     assert cov["mean"] == 25.0 and cov["paper"] == paper.TABLE1[("coco", "covloss")]
     assert cell(t["table1"], "covloss", "coco", "dinosaur.fg_ari")["mean"] == 21.0
     assert np.isnan(cell(t["table1"], "covloss", "coco", "dinosaur.fg_ari")["paper"])
     assert cell(t["table1"], "covloss", "coco", "fg_ari_authors")["mean"] == 31.0
     assert r"25.00\,{\scriptsize(1)}$^{\ddagger\S\P}$ & 21.00\,{\scriptsize(1)} & 31.00\,{\scriptsize(1)} & 29.55" in tex1
-    assert "authors & dinosaur & authors, authors' metric & paper" in tex1
+    assert "authors & dinosaur, cross-pipeline & authors, authors' metric & paper" in tex1
     assert "FG-ARI under the authors pipeline" in tex1 and "64-image batches" in tex1
+    assert "a cross-pipeline robustness column" in tex1 and "DINOSAUR's pipeline" not in tex1
     # cells not run: a dash, no number
     assert cell(t["table1"], "cosineloss", "coco", "fg_ari")["n"] == 0
     assert re.search(r"CosineLoss & -- & 88\.82 & -- & -- & -- & 34\.23", tex1)
@@ -122,7 +129,7 @@ def test_tables_from_metrics_files(tmp_path):
     assert shape["mean"] == pytest.approx(0.805) and shape["n"] == 2
     tex2 = (out / "table2.tex").read_text()
     assert r"$0.8050 \pm 0.0071$" in tex2 and "0.8472" in tex2 and "ours (n=0)" in tex2
-    # Table 3 with block masks reference (its own protocol is DINOSAUR's: no mark)
+    # Table 3 with block masks reference (its own pipeline is DINOSAUR's: no mark)
     assert cell(t["table3"], "blockmasks", metric="fg_ari")["marks"] == ""
     assert cell(t["table3"], "blockmasks", metric="dinosaur.fg_ari")["mean"] == 23.5
     assert cell(t["table3"], "dinosaur", metric="fg_ari")["mean"] == pytest.approx(40.0)
@@ -150,6 +157,26 @@ def test_metric_section(tmp_path):
     assert "CovLoss & dinosaur & 1 & 21.00 & 22.00 & 25.0 & +3.00" in tex
     assert "25.0\\% to 40.0\\% of the evaluation images" in tex
     assert "No COCO metrics file" in report.metric_section(tmp_path / "empty")
+
+
+def test_table2_marks_a_probe_that_is_not_the_authors(tmp_path):
+    """Probe provenance names probe.protocol and probe.resample_slots; Table 2 marks any other than the authors'."""
+    from slotcov import report_pdf
+
+    results = tmp_path / "results"
+    make_results(results)
+    scores = {"shape_acc": 0.8, "color_r2": 0.9, "scale_r2": 0.7, "x_r2": 0.95, "y_r2": 0.96}
+    write_cell(results, "probe", "cmdsprites", "covloss", 0, scores, probe_resample_slots="false")
+    write_cell(results, "probe", "cmdsprites", "cosineloss", 0, scores, probe_protocol="per_property")
+    t = tables.tables(results, tmp_path / "tables")
+    assert cell(t["table2"], "sa", metric="shape_acc")["marks"] == ""  # the authors' probe: no mark
+    assert cell(t["table2"], "covloss", metric="shape_acc")["_detail"] == {"probe": "probe.resample_slots=false"}
+    assert cell(t["table2"], "cosineloss", metric="shape_acc")["_detail"] == {"probe": "probe.protocol=per_property"}
+    tex2 = (tmp_path / "tables" / "table2.tex").read_text()
+    assert r"ours (n=1)$^{\flat}$" in tex2 and r"ours (n=2) &" in tex2
+    assert ("probed otherwise than the authors' probe (probe.protocol=per\\_property; probe.resample\\_slots=false)"
+            in tex2)
+    assert report_pdf.MARK_SYMBOLS["probe"] == "♭" and "♭ probed otherwise" in report_pdf.detex(tex2)
 
 
 def test_tables_follow_the_files(tmp_path):
@@ -321,7 +348,9 @@ def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tm
     assert "Table 1. FG-ARI (%) on ColoredMDSprites and COCO" in table1
     assert "Slot Attention ours 91.00 ± 1.00 (3) – – – paper 90.71 20.00 – 20.00" in table1
     assert "CovLoss †‡§¶ ours 87.50 (1) 25.00 (1) 21.00 (1) 31.00 (1)" in table1
-    assert "¶ evaluated under another protocol than the paper's (dinosaur instead of authors)" in table1
+    assert "¶ trained or scored under another pipeline than the paper's (scored on dinosaur instead of authors)" \
+        in table1
+    assert "COCO: FG-ARI, dinosaur inputs (cross-" in table1  # the head wraps inside its column
     assert "0.8050 ± 0.0071 (2)" in table2 and "0.8472" in table2 and "Shape (acc.)" in table2
     assert "Block masks (reference) ours 22.00 (1) 23.50 (1) 30.00 (1) paper 23.00" in table3
     assert "CovLoss raises COCO FG-ARI over Slot Attention 9.55 5.25 [1.5, 9.25] 3 reproduced" in claims

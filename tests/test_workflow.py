@@ -106,3 +106,21 @@ def test_job_counts_parser():
     out = "Job stats:\njob      count\n-----  -------\ntrain        2\nall          1\ntotal        3\n"
     assert job_counts(out) == {"train": 2, "all": 1}
     assert job_counts("Nothing to be done (all requested files are present and up to date).") == {}
+
+
+def test_pipeline_and_feature_settings_reach_their_jobs(fresh_repo):
+    """Each COCO pipeline's `resize` goes to its prepare job; data.features.dtype (float32 unless set) to extraction."""
+    targets = ["data/features/eval-authors", "data/features/eval-dinosaur"]
+
+    def commands(*config):
+        proc = snakemake(fresh_repo, "-n", "-p", *targets, *config)
+        return [line.split("slotcov ", 1)[1] for line in (proc.stdout + proc.stderr).splitlines()
+                if "Shell command: slotcov " in line]
+
+    default = commands()
+    prepare = {c.split("--pipeline ")[1].split()[0]: c for c in default if c.startswith("prepare-coco")}
+    assert "--resize pil" in prepare["authors"] and "--resize tensor" in prepare["dinosaur"]
+    extract = [c for c in default if c.startswith("extract-features")]
+    assert len(extract) == 2 and all("--dtype float32" in c for c in extract)
+    half = [c for c in commands("--config", "data={features: {dtype: float16}}") if c.startswith("extract-features")]
+    assert len(half) == 2 and all("--dtype float16" in c for c in half)

@@ -212,7 +212,7 @@ RULES = ("Effect = mean(a) - mean(b) over seeds (b a number: mean(a) - b). 95% i
          "of 0 (for `~`: inside +-margin); not reproduced = entirely on the other side; inconclusive = "
          "straddles, or a cell has one seed; not run = a cell is missing. A size ('about 10 points') is "
          "judged on its direction; paper_in_ci says whether the paper's effect lies in our interval. "
-         "Baseline `quoted`: b is a number the paper quotes from DINOSAUR's paper (other protocol); `ours`: "
+         "Baseline `quoted`: b is a number the paper quotes from DINOSAUR's paper (other pipeline); `ours`: "
          "b is our own run (C11). A claim with several parts holds only when every part is reproduced.")
 
 

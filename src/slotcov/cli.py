@@ -17,7 +17,7 @@ COMMANDS = {
     "convert-mdsprites": ("slotcov.data.mdsprites", "convert TFRecord records to memory-mapped split arrays"),
     "download": ("slotcov.data.download", "resumable, checksummed download of one file"),
     "make-coco": ("slotcov.data.coco", "write a small synthetic COCO-format split"),
-    "prepare-coco": ("slotcov.data.coco", "resize a COCO split and its FG-ARI targets for a protocol"),
+    "prepare-coco": ("slotcov.data.coco", "resize a COCO split and its FG-ARI targets for a pipeline"),
     "extract-features": ("slotcov.data.features", "frozen ViT tokens of a prepared split into a feature store"),
     "train": ("slotcov.train", "train one table cell (resumable)"),
     "evaluate": ("slotcov.evaluate", "FG-ARI, mBO and MSE of a trained cell on the evaluation split"),

@@ -29,7 +29,7 @@ DEFAULTS = {
         "coco": {"source": "synthetic", "root": None, "train_split": "train2017", "eval_split": "val2017",
                  "synthetic": {"n_train": 16, "n_eval": 16, "seed": 0}, "limit_train": None, "limit_eval": None,
                  "pipelines": {}, "primary": "authors"},
-        "features": {"model": "vit_base_patch16_224.dino", "weights": "auto", "batch_size": 64},
+        "features": {"model": "vit_base_patch16_224.dino", "weights": "auto", "batch_size": 64, "dtype": "float32"},
     },
     "datasets": {}, "methods": {},
     "sweep": {"cell": "cmdsprites/covloss", "betas": []},  # sweep.seeds: the preset's seeds

@@ -1,7 +1,7 @@
 """Evaluation of a trained cell: FG-ARI, mBO and reconstruction MSE on the evaluation split.
 
 Predicted masks are resized to the ground-truth resolution (bilinear, as in DINOSAUR's
-protocol, or nearest, as in the paper authors' DINOSAUR evaluation) and arg-maxed over slots.
+evaluation, or nearest, as in the paper authors' DINOSAUR evaluation) and arg-maxed over slots.
 Writes a metrics JSON (numbers only), a provenance JSON (--provenance: results/provenance/...,
 where DVC does not read it as metrics) and a samples NPZ for the figures.
 
@@ -31,8 +31,8 @@ from tqdm import tqdm
 from slotcov.io import atomic_path, write_json
 from slotcov.losses import covariance_loss
 from slotcov.errors import UserError
-from slotcov.metrics import (block_masks, fg_ari, fg_ari_authors_batched, fg_ari_authors_parts, mbo,
-                             metric_difference, pair_counts, summarize)
+from slotcov.metrics import (block_masks, contingency, fg_ari, fg_ari_authors_batched, fg_ari_authors_parts,
+                             float32_branch_changes, mbo, metric_difference, pair_counts, summarize)
 
 AUTHORS_BATCH = 64  # the paper's evaluation batch; fixed, whatever eval.batch_size is
 UPSAMPLE = ("bilinear", "nearest")
@@ -50,15 +50,16 @@ def masks_to_ids(masks: torch.Tensor, size: tuple[int, int], mode: str = "biline
 
 
 def _score_ari(true_ids, pred, aris: list, authors_parts: list | None) -> None:
-    """Append one batch's FG-ARI (and the authors' per-image parts), counting its pixel pairs once."""
-    counts = pair_counts(true_ids, pred)
-    aris.append(fg_ari(true_ids, pred, counts))
+    """Append one batch's FG-ARI (and the authors' per-image parts), counting its pixels once."""
+    table = contingency(true_ids, pred)
+    aris.append(fg_ari(true_ids, pred, pair_counts(true_ids, pred, table)))
     if authors_parts is not None:
-        authors_parts.append(fg_ari_authors_parts(true_ids, pred, counts))
+        authors_parts.append(fg_ari_authors_parts(true_ids, pred, table))
 
 
 def _ari_metrics(aris: list, authors_parts: list | None) -> dict:
-    """fg_ari (+ counts) and, given the authors' per-image parts, fg_ari_authors and the per-image difference."""
+    """fg_ari (+ counts) and, given the authors' per-image parts, fg_ari_authors, the per-image difference
+    and how many of its batches the float32 zero test sent down another rule (of how many)."""
     scores = torch.cat(aris)
     ari = summarize(scores)
     out = {"fg_ari": ari["mean"], "fg_ari_n": ari["n"], "fg_ari_skipped": ari["skipped"]}
@@ -66,7 +67,9 @@ def _ari_metrics(aris: list, authors_parts: list | None) -> dict:
         theirs = fg_ari_authors_batched(authors_parts, AUTHORS_BATCH)
         a, diff = summarize(theirs), metric_difference(scores, theirs)
         out.update(fg_ari_authors=a["mean"], fg_ari_authors_n=a["n"], fg_ari_authors_skipped=a["skipped"],
-                   fg_ari_metric_frac_differ=diff["frac_differ"], fg_ari_metric_mean_diff=diff["mean_diff"])
+                   fg_ari_metric_frac_differ=diff["frac_differ"], fg_ari_metric_mean_diff=diff["mean_diff"],
+                   fg_ari_authors_batches=-(-len(theirs) // AUTHORS_BATCH),
+                   fg_ari_authors_float32_batches=float32_branch_changes(authors_parts, AUTHORS_BATCH))
     return out
 
 
@@ -130,6 +133,17 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _store_settings(manifest: dict) -> list[str]:
+    """A feature store's settings away from the paper's (the authors' float32 tokens), as `non_paper` entries."""
+    dtype = manifest.get("dtype", "float32")
+    return [] if dtype == "float32" else [f"data.features.dtype={dtype}"]
+
+
+def _train_pipeline(config: dict, dataset: str) -> str:
+    """The pipeline whose features a trained cell read: COCO cells train on data.coco.primary."""
+    return config["data"]["coco"]["primary"] if dataset == "coco" else dataset
+
+
 def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, data_dir: Path,
                features_dir: Path | None, device: str) -> dict:
     """Strings that say where a number came from (kept out of the metrics file)."""
@@ -143,9 +157,10 @@ def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, 
     meta = json.loads((data_dir / "meta.json").read_text()) if (data_dir / "meta.json").exists() else {}
     source = config["data"][dataset]["source"]
     kind = {"replica": "replica", "synthetic": "synthetic-coco"}.get(source, "real")
-    weights = "none"
+    manifest = {}
     if features_dir is not None and (features_dir / "manifest.json").exists():
-        weights = json.loads((features_dir / "manifest.json").read_text()).get("weights", "unknown")
+        manifest = json.loads((features_dir / "manifest.json").read_text())
+    weights = manifest.get("weights", "unknown") if manifest else "none"
     wall = ""
     if run_dir is not None and (run_dir / "log.csv").exists():
         lines = (run_dir / "log.csv").read_text().strip().splitlines()
@@ -153,8 +168,9 @@ def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, 
     dev = torch.device(device)
     return {
         "cell": cell, "preset": config["preset"], "git_commit": _git_commit(),
-        "config_hash": config_hash(cfg) if cfg else "", "protocol": meta.get("pipeline") or dataset,
-        "non_paper": "; ".join(non_paper_settings(cfg)) if cfg else "",
+        "config_hash": config_hash(cfg) if cfg else "", "pipeline": meta.get("pipeline") or dataset,
+        "train_pipeline": _train_pipeline(config, dataset) if cfg else "",
+        "non_paper": "; ".join(non_paper_settings(cfg) + _store_settings(manifest)) if cfg else "",
         "dataset_kind": kind, "encoder_weights": "random" if "random" in str(weights) else
         ("dino" if weights not in ("none", "unknown") else weights),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
@@ -172,6 +188,14 @@ def _coco_pipeline(config: dict, name: str) -> dict:
         raise UserError(f"COCO pipeline '{name}' is not in data.coco.pipelines ({', '.join(pipelines)}); "
                         "pass one of those to --pipeline")
     return pipelines[name]
+
+
+def _check_scored_on(name: str, data: Path) -> None:
+    """A metrics section is named after the pipeline its split was prepared for (meta.json), never another."""
+    meta = json.loads((data / "meta.json").read_text()) if (data / "meta.json").exists() else {}
+    if meta.get("pipeline") and meta["pipeline"] != name:
+        raise UserError(f"--pipeline {name} {data}: that split was prepared for the pipeline '{meta['pipeline']}'; "
+                        f"pass data/coco/eval-{name} (and its features) for {name}")
 
 
 def cli_evaluate(argv: list[str]) -> int:
@@ -210,6 +234,8 @@ def cli_evaluate(argv: list[str]) -> int:
     primary = args.primary or next(iter(runs))
     if primary not in runs:
         raise UserError(f"--primary {primary} is not one of the --pipeline names ({', '.join(runs)})")
+    for name, (data, _) in runs.items() if coco else ():
+        _check_scored_on(name, Path(data))
     device = str(resolve_device(args.device))
     model, cfg = None, None
     if args.cell != "coco/blockmasks":

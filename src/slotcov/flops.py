@@ -11,11 +11,11 @@ from slotcov.models import build_model
 
 
 def random_batch(cfg: dict, n: int, generator=None) -> dict:
-    """Random inputs of a cell's shapes: images in [0, 1], float16 tokens (as the feature store holds)."""
+    """Random inputs of a cell's shapes: images in [0, 1], float32 tokens (as the feature store holds)."""
     m = cfg["model"]
     if m["kind"] == "sa_cnn":
         return {"image": torch.rand(n, 3, m["resolution"], m["resolution"], generator=generator)}
-    out = {"features": torch.randn(n, m["num_tokens"], m["feature_dim"], generator=generator).half()}
+    out = {"features": torch.randn(n, m["num_tokens"], m["feature_dim"], generator=generator)}
     if m["kind"] == "sa_vit":
         r = m["target_resolution"]
         out["image"] = torch.rand(n, 3, r, r, generator=generator)

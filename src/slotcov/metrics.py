@@ -19,8 +19,8 @@ def _id_bound(a: np.ndarray) -> int:
     return top + 1
 
 
-def _contingency(true_ids, pred_ids, chunk_pixels: int = 1 << 15) -> torch.Tensor:
-    """Per-image contingency tables [B, T, P] (int64) over the pixels with true id > 0.
+def contingency(true_ids, pred_ids, chunk_pixels: int = 1 << 15) -> torch.Tensor:
+    """Per-image contingency tables [B, T, P] (int64): pixels of true id t and predicted id p, t > 0 only.
 
     A few images at a time (a chunk stays in cache from its first read to its bincount): the
     chunk's id bounds, its (image, true, pred) codes in one reused int64 buffer (what bincount
@@ -52,9 +52,12 @@ def _contingency(true_ids, pred_ids, chunk_pixels: int = 1 << 15) -> torch.Tenso
     return torch.from_numpy(counts)
 
 
-def pair_counts(true_ids, pred_ids) -> tuple[torch.Tensor, ...]:
-    """Per image (int64 [B] each): foreground pixels n, sum of squared cells, row (true) and column (pred) sums of squares."""
-    c = _contingency(true_ids, pred_ids)
+def pair_counts(true_ids, pred_ids, table: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """Per image (int64 [B] each): foreground pixels n, sum of squared cells, row (true) and column (pred) sums of squares.
+
+    `table`: `contingency(true_ids, pred_ids)` when the caller already has it.
+    """
+    c = contingency(true_ids, pred_ids) if table is None else table
     return c.sum(dim=(1, 2)), c.pow(2).sum(dim=(1, 2)), c.sum(dim=2).pow(2).sum(dim=1), c.sum(dim=1).pow(2).sum(dim=1)
 
 
@@ -76,28 +79,51 @@ def fg_ari(true_ids: torch.Tensor, pred_ids: torch.Tensor, counts: tuple | None 
     return torch.where(n > 0, ari, torch.full_like(ari, math.nan))
 
 
-def fg_ari_authors_parts(true_ids, pred_ids, counts: tuple | None = None) -> tuple[torch.Tensor, ...]:
+def authors_ari_float32(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper authors' ARI arithmetic on contingency tables [B, T, P], in float32 as theirs.
+
+    Their code (docs/fidelity.md, FG-ARI implementation) holds the pair counts in float32: each
+    cell's n(n-1) is rounded to float32, summed in float32, and the expected index, the maximum
+    index and their difference are float32 too. Returns the float32 ARI (float64 [B]; NaN below 2
+    foreground pixels) and their zero-denominator test, `max_index - expected_index == 0` in float32
+    (bool [B]). That test misses some exact zeros (e.g. a single object of 154 pixels predicted by
+    one slot), where the ARI comes out as (x - e) / (x - e) = 1.0 instead.
+    The counts themselves are exact in float32 (below 2**24 pixels per image); a sum of rounded
+    terms rounds in the device's reduction order, which moves the last bits of some ARIs only.
+    """
+    nij = table.float()
+    n = nij.sum(dim=(1, 2))
+    per_pred, per_true = nij.sum(dim=1), nij.sum(dim=2)
+    index = (nij * (nij - 1)).sum(dim=(1, 2))
+    pred_index = (per_pred * (per_pred - 1)).sum(dim=1)
+    true_index = (per_true * (per_true - 1)).sum(dim=1)
+    expected = pred_index * true_index / (n * (n - 1))
+    denominator = (pred_index + true_index) / 2 - expected
+    return ((index - expected) / denominator).double(), denominator == 0
+
+
+def fg_ari_authors_parts(true_ids, pred_ids, table: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Per-image pieces of the paper authors' batch FG-ARI (see `fg_ari_authors`), float64/bool [B] each.
 
-    plain: the ARI formula without special cases on the foreground, NaN below 2 foreground pixels
-    or where its denominator is zero; zero_denom: that denominator is exactly zero (both
-    partitions trivial: one group each, or all singletons); uniform: every pixel, ignored ones
-    counted as object 1, has the same id. `counts` as in `fg_ari`.
+    plain: their float32 ARI formula without special cases (`authors_ari_float32`); zero_denom:
+    their float32 zero-denominator test; uniform: every pixel, ignored ones counted as object 1,
+    has the same id; exact_zero: the denominator is exactly zero in integers (both partitions
+    trivial: one group each, or all singletons), what the test would say without rounding.
+    `table`: `contingency(true_ids, pred_ids)` when the caller already has it.
     """
-    n, sum_sq, rows_sq, cols_sq = counts or pair_counts(true_ids, pred_ids)  # exact integers
+    table = contingency(true_ids, pred_ids) if table is None else table
+    plain, zero_denom = authors_ari_float32(table)
+    n, sum_sq, rows_sq, cols_sq = pair_counts(true_ids, pred_ids, table)  # exact integers
     pairs = n * (n - 1)
-    index, a, b = sum_sq - n, cols_sq - n, rows_sq - n  # 2x pairs together in both / pred / true
-    zero_denom = (n >= 2) & (a == b) & ((a == 0) | (a == pairs))
-    expected = a.double() * b.double() / pairs.double()
-    plain = (index.double() - expected) / ((a + b).double() / 2 - expected)
-    plain = torch.where((n >= 2) & ~zero_denom, plain, torch.full_like(plain, math.nan))
+    a, b = cols_sq - n, rows_sq - n  # 2x pairs together in the prediction / in the truth
+    exact_zero = (n >= 2) & (a == b) & ((a == 0) | (a == pairs))
     t = torch.as_tensor(np.asarray(true_ids.cpu() if isinstance(true_ids, torch.Tensor) else true_ids))
     t = t.reshape(t.shape[0], -1).clamp_min(1)
     uniform = t.amin(dim=1) == t.amax(dim=1)
-    return plain, zero_denom, uniform
+    return plain, zero_denom, uniform, exact_zero
 
 
-def combine_authors_batch(plain, zero_denom, uniform) -> torch.Tensor:
+def combine_authors_batch(plain, zero_denom, uniform, *_) -> torch.Tensor:
     """The authors' result for ONE batch from its per-image parts (fg_ari_authors_parts)."""
     one = torch.ones_like(plain)
     if bool(zero_denom.any()):
@@ -108,30 +134,46 @@ def combine_authors_batch(plain, zero_denom, uniform) -> torch.Tensor:
 def fg_ari_authors(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
     """What the paper authors' ARI code returns for one evaluation batch, float64 [B] (NaN = no score).
 
-    Their code (a port of the multi_object_datasets ARI, one mask channel per instance and no
-    background channel) gives the plain ARI formula per image; then, if ANY image of the batch
-    has a zero denominator, 1.0 for those images only; otherwise 1.0 for every image whose
-    foreground is object 1 alone (or empty), whatever the prediction. Same id convention as `fg_ari`.
+    Their code (a port of the multi_object_datasets ARI in float32, one mask channel per instance
+    and no background channel) gives the plain ARI formula per image; then, if ANY image of the
+    batch has a zero denominator by their float32 test, 1.0 for those images only; otherwise 1.0
+    for every image whose foreground is object 1 alone (or empty), whatever the prediction.
+    Same id convention as `fg_ari`.
     """
     return combine_authors_batch(*fg_ari_authors_parts(true_ids, pred_ids))
 
 
+def _batches(parts: list[tuple], batch: int):
+    """The collected per-image parts regrouped into consecutive batches of `batch` images."""
+    columns = [torch.cat(x) for x in zip(*parts)]
+    for i in range(0, len(columns[0]), batch):
+        yield [c[i:i + batch] for c in columns]
+
+
 def fg_ari_authors_batched(parts: list[tuple], batch: int = 64) -> torch.Tensor:
     """The authors' FG-ARI over consecutive batches of `batch` images in order, from collected parts."""
-    plain, zero, uniform = (torch.cat(x) for x in zip(*parts))
-    return torch.cat([combine_authors_batch(plain[i:i + batch], zero[i:i + batch], uniform[i:i + batch])
-                      for i in range(0, len(plain), batch)]) if len(plain) else plain
+    scores = [combine_authors_batch(*cols) for cols in _batches(parts, batch)] if parts else []
+    return torch.cat(scores) if scores else torch.empty(0, dtype=torch.float64)
+
+
+def float32_branch_changes(parts: list[tuple], batch: int = 64) -> int:
+    """Batches (as in fg_ari_authors_batched) whose rule the float32 zero test changed: it found a
+    zero denominator where exact arithmetic finds none, or (what misses an exact zero) the reverse."""
+    return sum(bool(zero.any()) != bool(exact.any()) for _, zero, _, exact in _batches(parts, batch)) if parts else 0
+
+
+DIFFER = 1e-4  # an ARI difference the tables' two decimals of percent show; float32 rounding moves scores less
 
 
 def metric_difference(ari: torch.Tensor, ari_authors: torch.Tensor) -> dict[str, float]:
     """How far the authors' FG-ARI moves each image's score from the correct one.
 
-    frac_differ: fraction of all images whose two scores differ (by more than 1e-9, or one
+    frac_differ: fraction of all images whose two scores differ (by more than DIFFER, or one
     is NaN and the other not); mean_diff: mean of (authors - correct) in percentage points
     over the images both score.
     """
     both = ~torch.isnan(ari) & ~torch.isnan(ari_authors)
-    differ = (torch.isnan(ari) != torch.isnan(ari_authors)) | (both & ((ari - ari_authors).abs() > 1e-9))
+    differ = (torch.isnan(ari) != torch.isnan(ari_authors)) | (both & ((ari - ari_authors).abs() > DIFFER))
     n = len(ari)
     return {"frac_differ": float(differ.sum()) / n if n else math.nan,
             "mean_diff": float((ari_authors - ari)[both].mean() * 100) if both.any() else math.nan}

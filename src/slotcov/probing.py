@@ -262,7 +262,10 @@ def cli_probe(argv: list[str]) -> int:
     device = str(resolve_device(args.device))
     model, _, cfg = load_trained(args.run, device)
     result = probe_all(model, open_dataset("cmdsprites", args.data), config["probe"], device)
-    write_json(args.provenance, provenance(config, args.cell, cfg, Path(args.run), Path(args.data), None, device))
+    prov = provenance(config, args.cell, cfg, Path(args.run), Path(args.data), None, device)
+    prov.update(probe_protocol=config["probe"]["protocol"],
+                probe_resample_slots=str(config["probe"]["resample_slots"]).lower())
+    write_json(args.provenance, prov)
     write_json(args.out, result)
     print(json.dumps({"cell": args.cell, **result}), file=sys.stdout)
     return 0

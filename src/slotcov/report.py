@@ -57,7 +57,7 @@ One row per result file: where and how each number was produced.
 \setlength{\tabcolsep}{3pt}
 \begin{longtable}{@{}llllllp{3.8cm}r@{}}
 \toprule
-Cell & Seed & Commit & Preset & Protocol & Data / encoder & Device & Wall (s) \\
+Cell & Seed & Commit & Preset & Pipeline & Data / encoder & Device & Wall (s) \\
 \midrule
 \endhead
 %(provenance)s
@@ -70,7 +70,9 @@ Cell & Seed & Commit & Preset & Protocol & Data / encoder & Device & Wall (s) \\
 METRIC_INTRO = (
     "The paper's COCO numbers came from the authors' FG-ARI code, which works on one evaluation batch "
     "at a time: unless some image of the batch has a zero denominator, it scores every image whose "
-    "foreground is a single object 1.0, whatever the prediction. Every COCO metrics file here carries "
+    "foreground is a single object 1.0, whatever the prediction. Its zero test runs in float32 and misses "
+    "some exact zeros (\\texttt{fg\\_ari\\_authors\\_float32\\_batches} counts the batches it sent down "
+    "the other rule). Every COCO metrics file here carries "
     "both that score (\\texttt{fg\\_ari\\_authors}, consecutive batches of 64 in file order; the authors' "
     "loader shuffled, so their batches, and scores, varied) and the correct one (\\texttt{fg\\_ari}).")
 

@@ -27,7 +27,8 @@ PAGE = (8.27, 11.69)  # A4 portrait, inches
 NOTE_FONT = 8
 LEFT, WIDTH = 0.07, 0.86  # text column, as fractions of the page width
 CLAIM_COLUMNS = ["id", "claim", "paper", "ours", "ci_low", "ci_high", "n_seeds", "verdict"]
-TEX_SYMBOLS = {"dagger": "†", "ddagger": "‡", "S": "§", "P": "¶", "sharp": "♯", "pm": "±", "approx": "≈"}
+TEX_SYMBOLS = {"dagger": "†", "ddagger": "‡", "S": "§", "P": "¶", "sharp": "♯", "flat": "♭", "pm": "±",
+               "approx": "≈"}
 MARK_SYMBOLS = {key: TEX_SYMBOLS.get(tex.lstrip("\\"), tex) for key, (tex, _) in MARKS.items()}  # the tables' marks
 
 
@@ -61,7 +62,7 @@ class _Doc:
 
 def detex(text: str) -> str:
     """LaTeX of a caption or table note as plain text (the few macros the tables use)."""
-    text = re.sub(r"\\(dagger|ddagger|S|P|sharp|pm|approx)(?![A-Za-z])", lambda m: TEX_SYMBOLS[m.group(1)], text)
+    text = re.sub(r"\\(dagger|ddagger|S|P|sharp|flat|pm|approx)(?![A-Za-z])", lambda m: TEX_SYMBOLS[m.group(1)], text)
     text = re.sub(r"\\par\s*", "\n", text)
     text = re.sub(r"\\([%&_#$])", r"\1", text)
     text = re.sub(r"\\[A-Za-z]+\s*", "", text)  # size and spacing commands
@@ -133,11 +134,12 @@ def _label(key: str) -> str:
 
 
 def _column(dataset: str, metric: str, with_dataset: bool) -> str:
-    """A column head naming the dataset, the COCO pipeline and the FG-ARI implementation of its numbers."""
+    """A column head naming the dataset, the COCO pipeline and the FG-ARI implementation of its numbers
+    (a pipeline section is scored on inputs the models were not trained on: a cross-pipeline column)."""
     if metric == "fg_ari_authors":
         text = "FG-ARI, authors' code"
     elif metric.endswith(".fg_ari"):
-        text = f"FG-ARI, {metric.split('.')[0]} pipeline"
+        text = f"FG-ARI, {metric.split('.')[0]} inputs (cross-pipeline)"
     else:
         text = "FG-ARI" if metric == "fg_ari" else _label(metric)
     return f"{_label(dataset)}: {text}" if with_dataset else text

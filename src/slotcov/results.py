@@ -18,7 +18,7 @@ from slotcov import paper
 from slotcov.errors import UserError
 
 KEYS = ["dataset", "method", "seed", "has_prov"]  # columns of load_results even when nothing has run
-PROVENANCE_HEADER = ["Cell", "Seed", "Commit", "Preset", "Protocol", "Data / encoder", "Device", "Wall (s)"]
+PROVENANCE_HEADER = ["Cell", "Seed", "Commit", "Preset", "Pipeline", "Data / encoder", "Device", "Wall (s)"]
 
 
 def log(msg: str) -> None:
@@ -64,7 +64,9 @@ def load_results(results_dir, kind: str = "metrics") -> pd.DataFrame:
         prov_path = Path(results_dir, "provenance", kind, *path.parts[-3:])
         row["has_prov"] = prov_path.exists()
         if row["has_prov"]:
-            row.update({f"prov_{k}": str(v) for k, v in read_json(prov_path).items()})
+            prov = read_json(prov_path)
+            prov.setdefault("pipeline", prov.pop("protocol", None))  # provenance files of earlier slotcov
+            row.update({f"prov_{k}": str(v) for k, v in prov.items() if v is not None})
         rows.append(row)
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=KEYS)
 
@@ -109,7 +111,7 @@ def coco_pipelines(metrics: pd.DataFrame) -> tuple[str, str]:
     """(primary, other) COCO pipeline of the metrics files: primary = the `pipeline` most files name."""
     coco = metrics[metrics["dataset"] == "coco"]
     names = coco["pipeline"].dropna() if "pipeline" in coco else pd.Series(dtype=str)
-    primary = names.mode().iloc[0] if len(names) else paper.PAPER_PROTOCOL["coco"]
+    primary = names.mode().iloc[0] if len(names) else paper.PAPER_PIPELINE["coco"]
     return primary, next(n for n in paper.COCO_PIPELINES if n != primary)
 
 
@@ -124,7 +126,8 @@ def claims_file(claims_dir, name: str) -> Path | None:
 
 
 def provenance_table(results_dir) -> list[list[str]]:
-    """One row (PROVENANCE_HEADER) per metrics and probing file: where and how its number was produced."""
+    """One row (PROVENANCE_HEADER) per metrics and probing file: where and how its number was produced
+    (Pipeline: the one scored on, and the one trained on where that differs)."""
     rows = []
     for kind in ["metrics", "probe"]:
         df = load_results(results_dir, kind).sort_values(["dataset", "method", "seed"])
@@ -138,6 +141,8 @@ def provenance_table(results_dir) -> list[list[str]]:
             except ValueError:
                 pass
             cell = f"{r['dataset']}/{r['method']}" + (" (probe)" if kind == "probe" else "")
-            rows.append([cell, str(r["seed"]), get("git_commit")[:8], get("preset"), get("protocol"),
+            trained = get("train_pipeline")
+            pipeline = get("pipeline") + (f" (trained: {trained})" if trained not in ("--", get("pipeline")) else "")
+            rows.append([cell, str(r["seed"]), get("git_commit")[:8], get("preset"), pipeline,
                          f"{get('dataset_kind')} / {get('encoder_weights')}", get("device"), wall])
     return rows

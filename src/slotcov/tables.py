@@ -2,7 +2,7 @@
 
 Each cell is the mean +- std over seeds with n, the paper's value beside it, and a mark
 wherever the run differs from the paper's setting (replica or synthetic data, random-weight
-encoder, another evaluation protocol, a reduced preset, non-paper knobs, no provenance).
+encoder, another COCO pipeline, another probe, a reduced preset, non-paper knobs, no provenance).
 
     slotcov tables --results results --out reports/tables --numbers reports/numbers.tex
 """
@@ -24,7 +24,8 @@ MARKS = {
     "replica": (r"\dagger", "ran on the ColoredMDSprites replica rendered by slotcov, not DeepMind's dataset."),
     "synthetic": (r"\ddagger", "ran on synthetic COCO-format images, not COCO 2017."),
     "random": (r"\S", "frozen ViT encoder with random weights, not DINO."),
-    "protocol": (r"\P", "evaluated under another protocol than the paper's ({detail})."),
+    "pipeline": (r"\P", "trained or scored under another pipeline than the paper's ({detail})."),
+    "probe": (r"\flat", "probed otherwise than the authors' probe ({detail})."),
     "preset": ("*", "reduced preset ({detail}), not the paper's schedule."),
     "knobs": (r"\sharp", "settings the paper's runs did not use ({detail})."),
     "noprov": ("?", "no provenance file: setting unknown."),
@@ -54,10 +55,13 @@ def _marks(group: pd.DataFrame, dataset: str, method: str) -> dict[str, str]:
         out["synthetic"] = ""
     if "random" in values("prov_encoder_weights"):
         out["random"] = ""
-    want = paper.BLOCKMASKS_PROTOCOL if method == "blockmasks" else paper.PAPER_PROTOCOL.get(dataset)
-    other = [p for p in values("prov_protocol") if want and p != want]
-    if other:
-        out["protocol"] = f"{', '.join(other)} instead of {want}"
+    pipeline = _pipeline_departures(values, dataset, method)
+    if pipeline:
+        out["pipeline"] = pipeline
+    probe = [f"probe.{k}={v}" for k, want in paper.PAPER_PROBE.items()
+             for v in values(f"prov_probe_{k}") if v != str(want).lower()]
+    if probe:
+        out["probe"] = "; ".join(probe)
     knobs = [k for k in values("prov_non_paper") if k]  # e.g. "train.amp=bf16; model.slot_init=glorot"
     if knobs:
         out["knobs"] = "; ".join(knobs)
@@ -65,6 +69,15 @@ def _marks(group: pd.DataFrame, dataset: str, method: str) -> dict[str, str]:
     if presets:
         out["preset"] = "preset " + ", ".join(presets)
     return out
+
+
+def _pipeline_departures(values, dataset: str, method: str) -> str:
+    """The pipelines a cell was scored or trained on other than the paper's, as a footnote detail."""
+    want = paper.BLOCKMASKS_PIPELINE if method == "blockmasks" else paper.PAPER_PIPELINE.get(dataset)
+    scored = [p for p in values("prov_pipeline") if want and p != want]
+    trained = [p for p in values("prov_train_pipeline") if p and want and p != want]
+    return "; ".join(([f"scored on {', '.join(scored)} instead of {want}"] if scored else [])
+                     + ([f"trained on {', '.join(trained)} instead of {want}"] if trained else []))
 
 
 def summarize(df: pd.DataFrame, dataset: str, methods: list[str], metrics: list[str],
@@ -164,10 +177,13 @@ def _coco_header(s: pd.DataFrame) -> tuple[str, str]:
     """COCO column heads and the note that says which pipeline and metric each column is."""
     other = next(m for m in s["metric"] if "." in m).split(".")[0]
     primary = next(n for n in paper.COCO_PIPELINES if n != other)
-    head = f"{primary} & {other} & {primary}, authors' metric & paper"
-    note = (f"COCO columns: FG-ARI under the {primary} pipeline (the tables' primary pipeline), under the "
-            f"{other} pipeline, and the paper authors' FG-ARI code (64-image batches in file order) under the "
-            f"{primary} pipeline. The paper's COCO values came from the authors' pipeline and FG-ARI code "
+    head = f"{primary} & {other}, cross-pipeline & {primary}, authors' metric & paper"
+    note = (f"COCO columns: FG-ARI under the {primary} pipeline, the one every COCO model was trained on (the "
+            f"tables' primary pipeline); FG-ARI of the same models on the {other} pipeline's evaluation "
+            f"inputs, a cross-pipeline robustness column (inputs the models were not trained on, not "
+            f"DINOSAUR's evaluation of such a model; block masks are not trained, so theirs is a plain score); "
+            f"and the paper authors' FG-ARI code (64-image batches in file order) under the {primary} pipeline. "
+            "The paper's COCO values came from the authors' pipeline and FG-ARI code "
             "(their loader shuffled, so their batches differed).")
     return head, tex_escape(note)
 
@@ -207,7 +223,7 @@ def _table3_tex(s: pd.DataFrame) -> str:
         cells = _coco_cells(s, method)
         if method == "blockmasks":
             body += "\\midrule\n"
-            cells[-1] = f"$\\approx${paper.BLOCKMASKS:.0f} (DINOSAUR's protocol)"
+            cells[-1] = f"$\\approx${paper.BLOCKMASKS:.0f} (DINOSAUR's evaluation)"
         if method == "dinosaur1024":
             cells[-1] += " (unstable)"
         body += f"{paper.LABELS[method]} & " + " & ".join(cells) + " \\\\\n"

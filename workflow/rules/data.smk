@@ -183,6 +183,7 @@ rule prepare_coco:
         skip_empty=lambda wc: "--skip-empty" if COCO_PIPELINES[wc.pipeline]["skip_empty"] else "",
         interpolation=lambda wc: COCO_PIPELINES[wc.pipeline]["interpolation"],
         mask_resize=lambda wc: COCO_PIPELINES[wc.pipeline]["mask_resize"],
+        resize=lambda wc: COCO_PIPELINES[wc.pipeline]["resize"],
         limit=lambda wc: (f"--limit {COCO[f'limit_{wc.part}']}" if COCO[f"limit_{wc.part}"] else ""),
     wildcard_constraints:
         pipeline="|".join(COCO_PIPELINES),
@@ -199,4 +200,4 @@ rule prepare_coco:
     shell:
         "slotcov prepare-coco --root {params.root} --split {params.split} --pipeline {wildcards.pipeline} "
         "--crop {params.crop} {params.skip_empty} --interpolation {params.interpolation} "
-        "--mask-resize {params.mask_resize} {params.limit} --workers {threads} --out {output} > {log} 2>&1"
+        "--mask-resize {params.mask_resize} --resize {params.resize} {params.limit} --workers {threads} --out {output} > {log} 2>&1"

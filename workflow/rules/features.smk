@@ -35,6 +35,7 @@ rule extract_features:
         weights=VIT_WEIGHTS,
         normalize=lambda wc: COCO_PIPELINES[wc.pipeline]["normalize"],
         batch_size=FEATURES["batch_size"],
+        dtype=FEATURES["dtype"],
     wildcard_constraints:
         pipeline="|".join(COCO_PIPELINES),
     conda:
@@ -50,4 +51,4 @@ rule extract_features:
         gpu=res("extract_features", "gpu"),
     shell:
         "slotcov extract-features --images {input.images} --model {params.model} --weights {params.weights} "
-        "--normalize {params.normalize} --batch-size {params.batch_size} --out {output} > {log} 2>&1"
+        "--normalize {params.normalize} --dtype {params.dtype} --batch-size {params.batch_size} --out {output} > {log} 2>&1"

@@ -2,19 +2,25 @@
 
 Crops (`data.coco.pipelines.<name>.crop`, docs/fidelity.md "COCO pipelines and FG-ARI"):
   center   image: short side 224 + centre crop 224; targets: short side 320 + centre crop 320
-           (DINOSAUR's reference protocol).
+           (DINOSAUR's reference pipeline).
   stretch  image stretched to 224x224; targets stretched to 128x128 (the authors').
 In both, `image128` (the reconstruction target) is the ORIGINAL image brought to 128x128 the same
 way (the authors' too: their dataset already yields 128x128 images, so the 128x128
 `F.interpolate` of their train.py changes nothing). `interpolation` (bicubic: DINOSAUR; bilinear:
-the authors' torchvision `Resize` on PIL images, antialiased as PIL does) resizes both images.
+the authors') resizes both images, and `resize` says how:
+  pil     the uint8 PIL image, which PIL antialiases when shrinking (the authors' torchvision
+          `Resize` on PIL images);
+  tensor  the image as a float tensor in [0,1], no antialias, clamped to [0,1] (DINOSAUR's
+          evaluation transform: ToTensor, tensor Resize, clamp), then rounded to uint8 for storage;
+          the id maps of `mask_resize: ids` with nearest-exact on a tensor, as DINOSAUR's masks.
 `skip_empty` drops the images without a non-crowd annotation, as the authors' feature
 extraction did (DINOSAUR keeps them; they have no FG-ARI score either way).
 
 FG-ARI targets (0 = ignored, 1..M = objects), `mask_resize`:
   ids        the id map is computed at the ORIGINAL resolution, overlaps already set to 0, and
-             only then resized with nearest neighbour (pixel centres). The same as resizing each
-             instance mask with nearest-exact and ignoring overlaps afterwards (DINOSAUR).
+             only then resized with nearest neighbour (pixel centres). With `resize: tensor` the same
+             as resizing each instance mask with nearest-exact and ignoring overlaps afterwards
+             (DINOSAUR); PIL's nearest rounds a centre lying exactly on a source pixel's edge the other way.
   instances  each instance mask resized on its own as a uint8 tensor (bilinear, no antialias,
              rounded to 0/1: torchvision's tensor `Resize` of 2023), then the pixels on in more
              than one resized mask set to 0 (the authors' `COCO2017Embeddings.load_mask`).
@@ -44,6 +50,7 @@ from slotcov.io import replace_dir, write_json
 TARGET_SIZE = {"center": 320, "stretch": 128}  # crop -> side of the FG-ARI target masks
 INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
 MASK_RESIZE = ("ids", "instances")
+RESIZE = ("pil", "tensor")
 SYNTHETIC_DESCRIPTION = "slotcov synthetic COCO (slotcov make-coco)"
 
 
@@ -79,16 +86,29 @@ def _geometry(size: int, crop: str):
     return size if crop == "center" else [size, size]
 
 
-def square_image(img: Image.Image, size: int, crop: str, interpolation: str = "bicubic") -> np.ndarray:
-    """uint8 [size,size,3] from a PIL image: centre crop or stretch, resized with PIL."""
+def square_image(img: Image.Image, size: int, crop: str, interpolation: str = "bicubic",
+                 resize: str = "pil") -> np.ndarray:
+    """uint8 [size,size,3] from a PIL image: centre crop or stretch, resized by `resize` (module docstring)."""
+    if resize == "tensor":
+        x = TF.pil_to_tensor(img.convert("RGB")).float() / 255.0
+        x = TF.resize(x, _geometry(size, crop), INTERPOLATION[interpolation], antialias=False).clamp(0.0, 1.0)
+        if crop == "center":
+            x = TF.center_crop(x, size)
+        return (x * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
     img = TF.resize(img.convert("RGB"), _geometry(size, crop), INTERPOLATION[interpolation])
     if crop == "center":
         img = TF.center_crop(img, size)
     return np.asarray(img, np.uint8)
 
 
-def square_ids(ids: np.ndarray, size: int, crop: str) -> np.ndarray:
-    """int32 [size,size] id map resized with nearest: centre crop or stretch."""
+def square_ids(ids: np.ndarray, size: int, crop: str, resize: str = "pil") -> np.ndarray:
+    """int32 [size,size] id map resized with nearest (PIL) or nearest-exact (tensor): centre crop or stretch."""
+    if resize == "tensor":
+        t = TF.resize(torch.from_numpy(ids.astype(np.float32))[None], _geometry(size, crop),
+                      InterpolationMode.NEAREST_EXACT)
+        if crop == "center":
+            t = TF.center_crop(t, size)
+        return t[0].numpy().astype(np.int32)
     img = TF.resize(Image.fromarray(ids.astype(np.int32)), _geometry(size, crop), InterpolationMode.NEAREST)
     if crop == "center":
         img = TF.center_crop(img, size)
@@ -107,19 +127,19 @@ def square_instance_ids(coco: COCO, image_id: int, size: int, crop: str) -> np.n
     return _stack_ids((resized(a) for a in _instance_anns(coco, image_id)), (size, size))
 
 
-def target_ids(coco: COCO, image_id: int, crop: str, mask_resize: str = "ids") -> np.ndarray:
-    """int32 FG-ARI target of one image at the crop's target size, by `mask_resize`."""
+def target_ids(coco: COCO, image_id: int, crop: str, mask_resize: str = "ids", resize: str = "pil") -> np.ndarray:
+    """int32 FG-ARI target of one image at the crop's target size, by `mask_resize` (and `resize` for ids)."""
     size = TARGET_SIZE[crop]
     if mask_resize == "instances":
         return square_instance_ids(coco, image_id, size, crop)
-    return square_ids(foreground_ids(coco, image_id), size, crop)
+    return square_ids(foreground_ids(coco, image_id), size, crop, resize)
 
 
 _COCO: dict = {}  # the COCO index for worker processes (inherited by fork, never pickled)
 
 
 def _prepare_one(job):
-    image_id, path, crop, interpolation, mask_resize = job
+    image_id, path, crop, interpolation, mask_resize, resize = job
     coco = _COCO["coco"]
     info = coco.imgs[image_id]
     with Image.open(path) as img:
@@ -127,16 +147,16 @@ def _prepare_one(job):
             raise DataError(f"{path}: size {img.size} but the annotations say "
                             f"{(info['width'], info['height'])}; wrong annotation file?")
         img.load()
-        image224 = square_image(img, 224, crop, interpolation)
-        image128 = square_image(img, 128, crop, interpolation)
-    ids = target_ids(coco, image_id, crop, mask_resize)
+        image224 = square_image(img, 224, crop, interpolation, resize)
+        image128 = square_image(img, 128, crop, interpolation, resize)
+    ids = target_ids(coco, image_id, crop, mask_resize, resize)
     return image224, image128, ids
 
 
-def _check_choices(crop: str, interpolation: str, mask_resize: str) -> None:
+def _check_choices(crop: str, interpolation: str, mask_resize: str, resize: str) -> None:
     """One clear error for an unknown pipeline value."""
     for name, value, allowed in (("crop", crop, TARGET_SIZE), ("interpolation", interpolation, INTERPOLATION),
-                                 ("mask_resize", mask_resize, MASK_RESIZE)):
+                                 ("mask_resize", mask_resize, MASK_RESIZE), ("resize", resize, RESIZE)):
         if value not in allowed:
             raise UserError(f"unknown COCO {name} '{value}'; use one of {sorted(allowed)} "
                             f"(data.coco.pipelines.<name>.{name})")
@@ -153,7 +173,8 @@ def _select_images(coco: COCO, skip_empty: bool, limit: int | None) -> tuple[lis
 
 def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str | os.PathLike,
                   limit: int | None = None, workers: int = 1, skip_empty: bool = False,
-                  pipeline: str = "", interpolation: str = "bicubic", mask_resize: str = "ids") -> Path:
+                  pipeline: str = "", interpolation: str = "bicubic", mask_resize: str = "ids",
+                  resize: str = "pil") -> Path:
     """Resize a COCO split (real layout under `root`) with a crop into memmap arrays in `out_dir`.
 
     Writes image224.npy uint8 [N,224,224,3], image128.npy uint8 [N,128,128,3],
@@ -161,7 +182,7 @@ def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str |
     images in increasing id order (without those lacking a non-crowd annotation if `skip_empty`),
     the first `limit` if given. The directory appears only when complete.
     """
-    _check_choices(crop, interpolation, mask_resize)
+    _check_choices(crop, interpolation, mask_resize, resize)
     root, out = Path(root), Path(out_dir)
     ann_file = root / "annotations" / f"instances_{split}.json"
     if not ann_file.exists():
@@ -172,7 +193,7 @@ def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str |
     n, s = len(image_ids), TARGET_SIZE[crop]
     if n == 0:
         raise DataError(f"{ann_file}: no images" + (" with a non-crowd annotation" if skip_empty else ""))
-    jobs = [(i, root / split / coco.imgs[i]["file_name"], crop, interpolation, mask_resize) for i in image_ids]
+    jobs = [(i, root / split / coco.imgs[i]["file_name"], crop, interpolation, mask_resize, resize) for i in image_ids]
     missing = [str(job[1]) for job in jobs if not job[1].exists()]
     if missing:
         raise UserError(f"{len(missing)} images of {ann_file.name} missing, e.g. {missing[0]}; "
@@ -204,7 +225,7 @@ def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str |
         np.save(tmp / "image_ids.npy", np.asarray(image_ids, np.int64))
         description = coco.dataset.get("info", {}).get("description", "")
         write_json(tmp / "meta.json", dict(
-            pipeline=pipeline, crop=crop, interpolation=interpolation, mask_resize=mask_resize,
+            pipeline=pipeline, crop=crop, interpolation=interpolation, mask_resize=mask_resize, resize=resize,
             skip_empty=skip_empty, n_empty_skipped=n_empty_skipped,
             split=split, count=n, target_size=s, image_size=224, recon_size=128,
             annotation_file=str(ann_file.resolve()), limit=limit,
@@ -242,9 +263,9 @@ class CocoArrays:
         return len(self.image_ids)
 
     def batch(self, idx) -> dict:
-        """image float32 [B,3,128,128] in [0,1], true_ids int64 [B,S,S], features float16 [B,N,D].
+        """image float32 [B,3,128,128] in [0,1], true_ids int64 [B,S,S], features [B,N,D] in the store's dtype.
 
-        Features stay float16 on the host (half the bytes to copy to the GPU); the model casts them.
+        Features keep the store's dtype on the host (float16 stores copy half the bytes); the model casts them.
         """
         import torch
 
@@ -254,7 +275,7 @@ class CocoArrays:
             "true_ids": torch.from_numpy(self.true_ids[idx].astype(np.int64)),
         }
         if self.features is not None:
-            out["features"] = torch.from_numpy(np.ascontiguousarray(self.features[idx], dtype=np.float16))
+            out["features"] = torch.from_numpy(np.ascontiguousarray(self.features[idx]))
         return out
 
 
@@ -397,6 +418,9 @@ def cli_prepare_coco(argv: list[str]) -> int:
                         help="center: short side + centre crop, masks 320 (DINOSAUR); stretch: masks 128 (authors)")
     parser.add_argument("--interpolation", default="bicubic", choices=sorted(INTERPOLATION),
                         help="image resize: bicubic (DINOSAUR) or bilinear (the authors' PIL Resize)")
+    parser.add_argument("--resize", default="pil", choices=RESIZE,
+                        help="pil: PIL on uint8, antialiased (the authors'); tensor: float tensor, no antialias, "
+                             "clamped, id maps nearest-exact (DINOSAUR's evaluation transform)")
     parser.add_argument("--mask-resize", default="ids", choices=MASK_RESIZE,
                         help="ids: id map resized with nearest after overlap removal (DINOSAUR); "
                              "instances: each mask resized bilinearly, overlaps removed after (authors)")
@@ -408,5 +432,5 @@ def cli_prepare_coco(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     args = parser.parse_args(argv)
     print(prepare_split(args.root, args.split, args.crop, args.out, args.limit, args.workers,
-                        args.skip_empty, args.pipeline, args.interpolation, args.mask_resize))
+                        args.skip_empty, args.pipeline, args.interpolation, args.mask_resize, args.resize))
     return 0

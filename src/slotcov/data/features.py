@@ -2,11 +2,13 @@
 
 Tokens are the output of the LAST transformer block, before the final LayerNorm, with the
 CLS (prefix) tokens dropped: [N, 196, 768] for ViT-B/16 at 224 (docs/fidelity.md).
-They are computed in float32 and stored as float16. The ViT input is the prepared 224x224
+They are computed and stored in float32, as the paper authors stored them (they are also DINOSAUR's
+reconstruction target); `dtype: float16` (config `data.features.dtype`) halves the disk and
+memory at the cost of rounding the tokens, and marks the numbers made from them. The ViT input is the prepared 224x224
 image in [0,1], ImageNet mean/std normalised (`normalize: imagenet`, DINOSAUR) or not
 (`normalize: none`, the paper authors' feature extraction).
 
-Store layout (`out_dir/`): tokens.npy (float16 [N,T,D]), image_ids.npy (int64 [N]) and
+Store layout (`out_dir/`): tokens.npy (float32 or float16 [N,T,D]), image_ids.npy (int64 [N]) and
 manifest.json (model, weights kind and hash, shape, dtype, per-chunk sha256, complete).
 Extraction writes into `out_dir.tmp/`, records each finished chunk in its manifest (so a
 killed run restarts at the first chunk not recorded), and renames the folder to `out_dir`
@@ -133,6 +135,7 @@ def _tokens(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 NORMALIZE = ("imagenet", "none")
+DTYPES = ("float32", "float16")  # float32: the paper authors' stored tokens; float16: half the bytes
 
 
 def _normalise(batch_uint8: np.ndarray, device: torch.device, normalize: str = "imagenet") -> torch.Tensor:
@@ -148,15 +151,17 @@ def _normalise(batch_uint8: np.ndarray, device: torch.device, normalize: str = "
 def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, out_dir: str | os.PathLike,
                      batch_size: int = 64, device: str = "auto", chunk: int = 1024,
                      image_ids: np.ndarray | None = None, source: str | None = None,
-                     normalize: str = "imagenet",
+                     normalize: str = "imagenet", dtype: str = "float32",
                      progress_every_s: float = MONITOR["progress_every_s"]) -> Path:
     """Frozen tokens of uint8 [N,H,W,3] images into a feature store at `out_dir` (resumable by chunk).
 
     An up-to-date complete store is left alone; a partial `out_dir.tmp/` with the same
-    model, weights, shape and image ids is resumed at the first chunk its manifest lacks.
+    model, weights, shape, dtype and image ids is resumed at the first chunk its manifest lacks.
     """
     if normalize not in NORMALIZE:
         raise UserError(f"unknown input normalisation '{normalize}'; use one of {', '.join(NORMALIZE)}")
+    if dtype not in DTYPES:
+        raise UserError(f"unknown feature dtype '{dtype}'; use one of {', '.join(DTYPES)} (data.features.dtype)")
     images = images_uint8_memmap
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
@@ -173,7 +178,7 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
         model=getattr(model, "slotcov_name", type(model).__name__),
         weights=getattr(model, "slotcov_weights", "unknown"),
         weights_sha256=_state_dict_sha256(model),
-        shape=[n, int(t), int(d)], dtype="float16", chunk=chunk, n_chunks=n_chunks,
+        shape=[n, int(t), int(d)], dtype=dtype, chunk=chunk, n_chunks=n_chunks,
         image_ids_sha256=hashlib.sha256(ids.tobytes()).hexdigest(), normalisation=normalize,
     )
 
@@ -188,7 +193,7 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
     if manifest is None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        tokens = open_memmap(tmp / "tokens.npy", "w+", np.float16, (n, int(t), int(d)))
+        tokens = open_memmap(tmp / "tokens.npy", "w+", np.dtype(dtype), (n, int(t), int(d)))
         np.save(tmp / "image_ids.npy", ids)
         manifest = dict(key, weights_source=getattr(model, "slotcov_weights_source", "unknown"),
                         layer="last block, no final norm, prefix tokens dropped",
@@ -207,7 +212,7 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
             start, end = c * chunk, min(n, (c + 1) * chunk)
             for b in range(start, end, batch_size):
                 e = min(end, b + batch_size)
-                tokens[b:e] = _tokens(model, _normalise(images[b:e], dev, normalize)).half().cpu().numpy()
+                tokens[b:e] = _tokens(model, _normalise(images[b:e], dev, normalize)).to(getattr(torch, dtype)).cpu().numpy()
                 bar.update(e - b)
                 if lines is not None:
                     lines.update(e, force=e == n)
@@ -222,7 +227,7 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
 
 
 class FeatureStore:
-    """Read-only view of a finished feature store: `store[idx]` -> float16 [.., T, D]."""
+    """Read-only view of a finished feature store: `store[idx]` -> [.., T, D] in the store's dtype."""
 
     def __init__(self, dir: str | os.PathLike, verify: bool = False):
         self.dir = Path(dir)
@@ -290,6 +295,8 @@ def cli_extract_features(argv: list[str]) -> int:
     parser.add_argument("--chunk", type=int, default=1024, help="images per resumable chunk")
     parser.add_argument("--normalize", default="imagenet", choices=NORMALIZE,
                         help="ViT input: ImageNet mean/std (DINOSAUR) or plain [0,1] (the paper authors)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES,
+                        help="stored tokens: float32 (the paper authors') or float16 (half the disk, rounded)")
     parser.add_argument("--progress-every-s", type=float, default=MONITOR["progress_every_s"],
                         help="seconds between progress lines when stderr is not a terminal (a job's log)")
     args = parser.parse_args(argv)
@@ -300,7 +307,7 @@ def cli_extract_features(argv: list[str]) -> int:
     ids = np.load(split / "image_ids.npy")
     model = build_vit(args.model, args.weights, args.seed)
     out = extract_features(model, images, args.out, args.batch_size, args.device, args.chunk,
-                           image_ids=ids, source=str(split.resolve()), normalize=args.normalize,
+                           image_ids=ids, source=str(split.resolve()), normalize=args.normalize, dtype=args.dtype,
                            progress_every_s=args.progress_every_s)
     print(out)
     return 0

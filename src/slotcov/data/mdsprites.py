@@ -261,7 +261,7 @@ def convert_split(tfrecord, start: int, count: int, out_dir, resolution: int = 6
 
 
 class MDSpritesArrays:
-    """A converted split served from memory-mapped arrays (the dataset protocol of docs/design.md)."""
+    """A converted split served from memory-mapped arrays (the dataset interface of docs/design.md)."""
 
     def __init__(self, root):
         self.root = Path(root)
