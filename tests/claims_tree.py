@@ -11,7 +11,9 @@ Z5 = np.array([-1.5, -0.5, 0.0, 0.5, 1.5]) / np.std([-1.5, -0.5, 0.0, 0.5, 1.5],
 
 
 def spread(mean: float, sd: float, n: int = 5) -> list[float]:
-    """n seed values with exactly this mean and sd (ddof 1)."""
+    """n seed values with exactly this mean and sd (ddof 1; one seed: the mean)."""
+    if n == 1:
+        return [mean]
     z = Z5 if n == 5 else (np.arange(n) - (n - 1) / 2) / np.std(np.arange(n), ddof=1)
     return list(mean + sd * z)
 

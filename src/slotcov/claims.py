@@ -214,6 +214,14 @@ def _mean(side) -> float:
     return float(np.mean(list(side["values"].values()))) if side and side["values"] else np.nan
 
 
+def _point_effect(test: dict, sa: dict, sb, b_cell) -> float:
+    """The effect without an interval (also where no verdict is possible, e.g. from one seed)."""
+    if test["source"] == "failures":
+        rate = lambda s: len(s["diverged"]) / len(s["found"]) if s and s["found"] else np.nan  # noqa: E731
+        return rate(sa) - (rate(sb) if b_cell else 0.0)
+    return _mean(sa) - (_mean(sb) if b_cell else float(test["b"]))
+
+
 def judge(results, claim: dict, test: dict, role: str, metric=None, pipeline="default") -> dict:
     """One row of the ledger: a test of a claim under one pipeline and metric, judged at ALPHA.
     The row keeps `_stats` (interval at any level, p-values) for the primary test's Holm step."""
@@ -233,6 +241,7 @@ def judge(results, claim: dict, test: dict, role: str, metric=None, pipeline="de
            "mean_b": _mean(sb) if b_cell else np.nan, "n_a": len(sa["values"]), "n_b": len(sb["values"]) if sb else 0,
            "failed_a": failed[0], "failed_b": failed[1], "method": "", "_stats": None, "_sides": sides}
     row["n_seeds"] = min(_n_finished(test, s) for c, s in sides.items() if _trained(c))
+    row["effect"] = _point_effect(test, sa, sb, b_cell)
     refused = _refusal(test, sides)
     if refused:
         return row | {"verdict": refused[0], "why": refused[1]}

@@ -88,8 +88,9 @@ def simulate(claim: dict, n: int, effect: float, sd: dict[str, float], sims: int
     return decide.decide_t(a, b, region, level)["codes"]
 
 
-def claim_power(claim: dict, n: int, spreads: dict | None = None, sims: int = SIMS, seed: int = 0) -> dict:
+def claim_power(claim: dict, n: int, spreads: dict | None = None, sims: int | None = None, seed: int = 0) -> dict:
     """P(reproduced | holds), P(not reproduced | fails) and their minimum (the power) at n seeds per cell."""
+    sims = sims or SIMS
     if n < decide.MIN_SEEDS:
         return {"holds": 0.0, "fails": 0.0, "power": 0.0}
     sd = {cell: s for cell, (s, _) in sigmas(claim, spreads).items()}
@@ -99,9 +100,11 @@ def claim_power(claim: dict, n: int, spreads: dict | None = None, sims: int = SI
     return {"holds": holds, "fails": fails, "power": min(holds, fails)}
 
 
-def seeds_needed(claim: dict, spreads: dict | None = None, max_seeds: int = MAX_SEEDS, sims: int = SIMS) -> int | None:
+def seeds_needed(claim: dict, spreads: dict | None = None, max_seeds: int | None = None,
+                 sims: int | None = None) -> int | None:
     """The fewest seeds per cell (>= MIN_SEEDS) with power >= TARGET; None when even max_seeds fall short."""
     ok = lambda n: claim_power(claim, n, spreads, sims)["power"] >= TARGET  # noqa: E731
+    max_seeds = max_seeds or MAX_SEEDS
     if not ok(max_seeds):
         return None
     low, high = decide.MIN_SEEDS, max_seeds
