@@ -112,7 +112,7 @@ def test_sizes_and_margins_in_the_text_are_rules():
     assert claims["C10"]["region"] == (-math.inf, -9.0) and c10["paper"] == -10.0
 
 
-def test_the_claims_the_issue_listed_as_missing_are_there():
+def test_the_claims_of_every_section_are_there():
     by_cells = {(c["primary"]["a"], c["primary"]["b"], c["primary"]["value"]): c["id"] for c in paper.CLAIMS}
     assert ("coco/dinosaur", "coco/covloss", "fg_ari") in by_cells  # abstract: does not reach DINOSAUR
     assert ("cmdsprites/covloss_var", "cmdsprites/covloss", "fg_ari") in by_cells  # Sec. 3: variance term

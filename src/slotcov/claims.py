@@ -150,12 +150,13 @@ def _refusal(test: dict, sides: dict) -> tuple[str, str] | None:
             key = test["value"] if isinstance(test["value"], str) else "+".join(test["value"])
             return "not run", f"no `{key}` in the results of {cell}"
     for cell, s in sides.items():
+        n = _n_finished(test, s) + len(s["degenerate"])
+        if _trained(cell) and n < decide.MIN_SEEDS:
+            what = "seed" if test["source"] == "failures" else "finished seed"
+            lost = f" ({len(s['diverged'])} diverged)" if s["diverged"] and test["source"] != "failures" else ""
+            return "inconclusive", f"{cell} has {n} {what}{'s' * (n != 1)}{lost}: {decide.MIN_SEEDS} needed"
         if s["degenerate"]:
             return "inconclusive", f"{cell}: " + "; ".join(s["degenerate"].values())
-        n = _n_finished(test, s)
-        if _trained(cell) and n < decide.MIN_SEEDS:
-            lost = f" ({len(s['diverged'])} diverged)" if s["diverged"] and test["source"] != "failures" else ""
-            return "inconclusive", f"{cell} has {n} finished seed{'s' * (n != 1)}{lost}: {decide.MIN_SEEDS} needed"
         if _trained(cell) and test["source"] != "failures" and np.std(list(s["values"].values())) == 0:
             return "inconclusive", f"zero spread in {cell} (its {n} seeds are identical): no interval"
     return None
