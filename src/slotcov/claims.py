@@ -419,8 +419,9 @@ def to_markdown(summary: pd.DataFrame, rows: pd.DataFrame) -> str:
     lines = ["# Claims ledger", "", "## Scope of reproducibility", "", _md_row(SCOPE_HEADER),
              "|" + "---|" * len(SCOPE_HEADER)]
     lines += [_md_row(scope_cells(r)) for _, r in summary.iterrows()]
-    lines += ["", _tally(summary), "", "Why, per claim:", ""]
-    lines += [f"- **{r['id']}** {r['verdict']}: {r['why']}" for _, r in summary.iterrows()]
+    lines += ["", _tally(summary), "", f"Why, per claim (family: the {len(summary)} primary tests, Holm at "
+              f"family-wise error {ALPHA}; an untested claim holds the last levels):", ""]
+    lines += [f"- **{r['id']}** {r['verdict']} (Holm level {r['level']:.3g}): {r['why']}" for _, r in summary.iterrows()]
     lines += ["", "## Decision rules", "", RULES, "", "## The claims", ""]
     lines += [f"- {_claim_text(c)}" for c in paper.CLAIMS]
     lines += ["", "## Appendix: every test row", "", _md_row(ROW_HEAD), "|" + "---|" * len(ROW_HEAD)]
