@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian TeX Live packages that `slotcov report` needs to build reports/report.pdf.
 # Idempotent: does nothing when pdflatex and every style file the report uses are already there.
-#   texlive-latex-base         pdflatex, article, graphicx, geometry, longtable, hyperref; pulls in
+#   texlive-latex-base         pdflatex, article, graphicx, geometry, longtable, array, hyperref; pulls in
 #                              texlive-base (Type 1 Computer Modern fonts, the only fonts the report uses)
 #   texlive-latex-recommended  booktabs, caption
 set -euo pipefail
 
 PACKAGES=(texlive-latex-base texlive-latex-recommended)
-STYLES=(article.cls graphicx.sty booktabs.sty geometry.sty longtable.sty caption.sty hyperref.sty)
+STYLES=(article.cls graphicx.sty booktabs.sty geometry.sty longtable.sty array.sty caption.sty hyperref.sty)
 
 have_all() {
   command -v pdflatex >/dev/null 2>&1 || return 1

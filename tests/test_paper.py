@@ -1,5 +1,7 @@
 """The paper's numbers in slotcov.paper, pinned against the tables as printed in the paper, and the
 claims' numbers against those tables."""
+import math
+
 import pytest
 
 from slotcov import paper
@@ -45,13 +47,16 @@ def test_table3_and_block_masks_as_printed():
     assert paper.BLOCKMASKS == PRINTED_BLOCKMASKS
 
 
-def printed_value(side, value: str):
-    """The printed number of one side of a claim part: a cell's table entry, or the constant itself."""
+def printed_value(side, value):
+    """The printed number of one side of a test: a cell's table entry (a tuple of properties: their mean),
+    or the constant itself."""
     if isinstance(side, (int, float)):
         return float(side)
     dataset, method = side.split("/")
-    if value in paper.TABLE2_COLS:
-        return dict(zip(paper.TABLE2_COLS, printed(PRINTED_TABLE2)[method]))[value]
+    if isinstance(value, tuple) or value in paper.TABLE2_COLS:
+        props = dict(zip(paper.TABLE2_COLS, printed(PRINTED_TABLE2)[method]))
+        keys = value if isinstance(value, tuple) else (value,)
+        return sum(props[k] for k in keys) / len(keys)
     if method in printed(PRINTED_TABLE1):
         return printed(PRINTED_TABLE1)[method][["cmdsprites", "coco"].index(dataset)]
     if method == "blockmasks":
@@ -59,33 +64,60 @@ def printed_value(side, value: str):
     return {NAMES[k]: v for k, v in PRINTED_TABLE3.items()}[method]
 
 
+def comparisons(claim):
+    return [claim["primary"], *claim["secondary"]]
+
+
 def test_claims_quote_the_printed_numbers():
-    assert [c["id"] for c in paper.CLAIMS] == [f"C{i}" for i in range(1, 12)]
+    assert [c["id"] for c in paper.CLAIMS] == [f"C{i}" for i in range(1, 25)]
     checked = 0
     for claim in paper.CLAIMS:
-        for part in claim["parts"]:
-            if part["paper"] is None or part["source"] == "log":
+        for test in comparisons(claim):
+            if test["paper"] is None or test["source"] == "log":
                 continue
-            assert part["paper"] == pytest.approx((printed_value(part["a"], part["value"]),
-                                                   printed_value(part["b"], part["value"]))), part
-            # the direction each part asserts is the one the printed numbers show
-            a, b = part["paper"]
-            assert {">": a > b, "<": a < b, "~": abs(a - b) < (part["margin"] or 0)}[part["op"]], part
+            printed_gap = printed_value(test["a"], test["value"]) - printed_value(test["b"], test["value"])
+            assert test["paper"] == pytest.approx(printed_gap, abs=1e-6), test
             checked += 1
-    assert checked >= 20
+    assert checked >= 30
 
 
-def test_c6_names_the_two_properties_cosineloss_wins():
-    rows = printed(PRINTED_TABLE2)
-    wins = {c for c, cos, sa in zip(paper.TABLE2_COLS, rows["cosineloss"], rows["sa"]) if cos > sa}
-    (c6,) = [c for c in paper.CLAIMS if c["id"] == "C6"]
-    assert {p["value"] for p in c6["parts"] if p["op"] == ">"} == wins == {"shape_acc", "scale_r2"}
-    (c5,) = [c for c in paper.CLAIMS if c["id"] == "C5"]
-    assert {p["value"] for p in c5["parts"] if p["op"] == "<"} == set(paper.TABLE2_COLS)
+def test_every_claim_has_a_rule_fixed_in_advance():
+    kinds = {"superiority", "size", "non-superiority", "equivalence", "rate"}
+    for c in paper.CLAIMS:
+        low, high = c["region"]
+        assert c["kind"] in kinds and low < high and c["quote"] and c["where"] and c["sesoi_why"], c["id"]
+        assert c["sesoi"] > 0 and c["unit"]
+        if c["kind"] == "superiority":  # a beats b by at least the smallest effect of interest
+            assert (low, high) == (c["sesoi"], math.inf), c["id"]
+        if c["kind"] == "non-superiority":
+            assert (low, high) == (-math.inf, c["sesoi"]), c["id"]
+        if c["kind"] == "equivalence":
+            assert low == -high == -c["sesoi"], c["id"]
+        assert low < c["holds"] < high, c["id"]  # the effect planned for lies where the claim holds ...
+        assert not low < c["fails"] < high, c["id"]  # ... and the effect at which it is false does not
+        if c["primary"]["paper"] is not None and c["kind"] != "rate":
+            assert low < c["primary"]["paper"] < high, c["id"]  # the paper's own run supports its claim
 
 
-def test_c10_is_about_one_e_minus_ten():
-    (c10,) = [c for c in paper.CLAIMS if c["id"] == "C10"]
-    (part,) = c10["parts"]
-    assert part["source"] == "log" and part["value"] == "cov" and part["a"] == "coco/covloss"
-    assert part["paper"][0] == -10.0 and part["b"] == -9.0 and part["op"] == "<"
+def test_sizes_and_margins_in_the_text_are_rules():
+    claims = {c["id"]: c for c in paper.CLAIMS}
+    assert claims["C2"]["kind"] == "size" and claims["C2"]["region"] == (7.5, 12.5)  # "nearly 10 points"
+    assert claims["C7"]["kind"] == "size" and claims["C7"]["region"] == (-2.0, -0.5)  # "slightly degrades"
+    assert claims["C6"]["kind"] == "non-superiority"  # "outperforms on two of five": not better on the other three
+    assert set(claims["C6"]["primary"]["value"]) == {"color_r2", "x_r2", "y_r2"}
+    assert set(claims["C12"]["primary"]["value"]) == {"shape_acc", "scale_r2"}
+    assert claims["C11"]["kind"] == "equivalence" and claims["C11"]["primary"]["pipeline"] == "dinosaur"
+    c10 = claims["C10"]["primary"]
+    assert c10["source"] == "log" and c10["value"] == "cov" and c10["transform"] == "log10"
+    assert claims["C10"]["region"] == (-math.inf, -9.0) and c10["paper"] == -10.0
+
+
+def test_the_claims_of_every_section_are_there():
+    by_cells = {(c["primary"]["a"], c["primary"]["b"], c["primary"]["value"]): c["id"] for c in paper.CLAIMS}
+    assert ("coco/dinosaur", "coco/covloss", "fg_ari") in by_cells  # abstract: does not reach DINOSAUR
+    assert ("cmdsprites/covloss_var", "cmdsprites/covloss", "fg_ari") in by_cells  # Sec. 3: variance term
+    assert ("cmdsprites/cosineloss_proj", 0.0, "diverged") in by_cells  # Sec. 3: diverges
+    assert ("coco/cosineloss", "coco/sa", "stripe") in by_cells  # Sec. 4.3.1: worse striping
+    assert ("coco/dinosaur1024", "coco/dinosaur", "mse") in by_cells  # Sec. 4.3.2: poor reconstruction
+    assert ("coco/covloss", "coco/blockmasks", "mbo") in by_cells  # Sec. 4.3.1: some object separation
+    assert {("cmdsprites/covloss", "cmdsprites/sa", "mse"), ("cmdsprites/sa", "cmdsprites/covloss", "mbo")} <= set(by_cells)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -51,15 +52,66 @@ def test_plan_from_recorded_results():
     assert plan["cells"]["sweep cmdsprites/covloss"]["jobs"] == 4
     measured = [r for r in plan["cells"].values() if r["hours_per_job"] is not None]
     assert plan["gpu_hours_measured_jobs"] == pytest.approx(sum(r["hours_per_job"] * r["jobs"] for r in measured), abs=0.1)
-    assert plan["jobs_not_measured"] == 5 * 3  # coco/sa, covloss, cosineloss, dinosaur1024 (x2)
+    n = len(paper()["seeds"])
+    assert plan["jobs_not_measured"] == 5 * n  # coco/sa, covloss, cosineloss, dinosaur1024 (x2): no FLOPs recorded
     bf16 = P.make_plan(paper("bf16"), "Card X", RESULTS)
     assert bf16["cells"]["cmdsprites/sa"]["steps_per_s"] == 100.0
     assert bf16["cells"]["coco/dinosaur"]["steps_per_s"] == 80.0
 
 
+def flop_results(*entries):
+    """A device whose measurements recorded their model and FLOPs per step: what an estimate needs."""
+    return {"Card F": {"machine": {"name": "Card F", "device": "cuda"}, **dict(entries)}}
+
+
+def test_unmeasured_cells_are_estimated_from_flops_with_a_range():
+    """A model never timed on the device gets steps/s = FLOP/s achieved there / its FLOPs per step: the central
+    value from a measured model of its kind (else the geometric mean), the range from the slowest to the fastest."""
+    from slotcov.flops import step_flops
+
+    config = paper()
+    sa_cfg, dino_cfg = P.resolve_cell(config, "cmdsprites/sa"), P.resolve_cell(config, "coco/dinosaur")
+    gflop = lambda cell: step_flops(P.resolve_cell(config, cell), 64) / 1e9  # noqa: E731
+    results = flop_results(
+        ("train_cmdsprites_sa_fp32", {"batch_size": 64, "ours_steps_per_s": 30.0, "model": sa_cfg["model"],
+                                      "step_gflop": gflop("cmdsprites/sa")}),
+        ("train_coco_dinosaur_fp32", {"batch_size": 64, "ours_steps_per_s": 3.0, "model": dino_cfg["model"],
+                                      "step_gflop": gflop("coco/dinosaur")}))
+    plan = P.make_plan(config, "Card F", results, margin=1.5)
+    rates = [30.0 * gflop("cmdsprites/sa"), 3.0 * gflop("coco/dinosaur")]  # GFLOP/s achieved
+    wide = plan["cells"]["coco/dinosaur1024"]  # a dinosaur model, wider: the dinosaur rate, range from both
+    assert wide["estimate"] and wide["source"].startswith("ESTIMATE") and "same model kind" in wide["source"]
+    assert wide["steps_per_s"] == pytest.approx(rates[1] / gflop("coco/dinosaur1024"), rel=1e-3)
+    hours = lambda rate: 500_000 / (rate / gflop("coco/dinosaur1024")) / 3600  # noqa: E731
+    assert (wide["hours_low"], wide["hours_high"]) == pytest.approx((hours(max(rates)), hours(min(rates))), abs=0.01)
+    assert wide["runtime_min"] == P.slurm_runtime(wide["hours_high"], 1.5, plan["cap_min"])  # the high end x margin
+    vit = plan["cells"]["coco/sa"]  # no ViT-feature Slot Attention measured: geometric mean of the two rates
+    assert vit["steps_per_s"] == pytest.approx(np.sqrt(rates[0] * rates[1]) / gflop("coco/sa"), rel=1e-3)
+    assert "geometric mean" in vit["source"]
+    assert not plan["cells"]["cmdsprites/sa"]["estimate"] and plan["cells"]["coco/dinosaur"]["steps_per_s"] == 3.0
+    est = [r for r in plan["cells"].values() if r["estimate"]]
+    assert plan["jobs_not_measured"] == 0 and plan["jobs_estimated"] == sum(r["jobs"] for r in est)
+    assert plan["gpu_hours_low"] < plan["gpu_hours_total"] <= plan["gpu_hours_high"]
+    assert plan["gpu_hours_total"] == pytest.approx(plan["gpu_hours_measured_jobs"] + plan["gpu_hours_estimated_jobs"],
+                                                    abs=0.11)
+    assert plan["gpu_hours_high"] == pytest.approx(plan["gpu_hours_measured_jobs"] + sum(
+        r["hours_high"] * r["jobs"] for r in est), abs=0.5)
+    text = P.render(plan)
+    assert f"total: {plan['gpu_hours_total']:.1f} GPU-hours (range {plan['gpu_hours_low']:.1f}-" in text
+    assert "estimated from FLOPs per step" in text and "not in the total" not in text
+    one = P.make_plan({**config, "cells": ["coco/dinosaur1024"]}, "Card F", flop_results(
+        ("train_coco_dinosaur_fp32", results["Card F"]["train_coco_dinosaur_fp32"])))
+    row = one["cells"]["coco/dinosaur1024"]  # one measurement: no spread to take a range from
+    assert row["hours_high"] == pytest.approx(4 * row["hours_low"], rel=0.01) and "assumed" in row["source"]
+    bf16 = P.make_plan({**paper("bf16"), "cells": ["coco/sa"]}, "Card F", results)  # no bf16 measurement: fallback
+    assert bf16["cells"]["coco/sa"]["steps_per_s"] is None and "preset's runtime" in bf16["cells"]["coco/sa"]["source"]
+    assert bf16["jobs_not_measured"] == sum(r["jobs"] for r in bf16["cells"].values()) and bf16["gpu_hours_total"] == 0
+
+
 def test_a_measurement_of_another_model_never_times_a_cell():
     """Entries record the model they timed; older ones (no `model`) count only if their FLOPs per step, counted as
-    then (batch 2, scaled), equal the cell's: the DINOSAUR decoder grew from 1 to 3 hidden layers since."""
+    then (batch 2, scaled), equal the cell's: the DINOSAUR decoder grew from 1 to 3 hidden layers since. Such an
+    entry still gives the FLOP/s the device achieved: the cell is estimated from it, and says so."""
     from slotcov.flops import step_flops
 
     cfg = paper()
@@ -69,7 +121,8 @@ def test_a_measurement_of_another_model_never_times_a_cell():
                                                            "baseline_steps_per_s": 20.0, "step_gflop": g}}}
     assert P.make_plan(dino, "Card X", legacy(gflop))["cells"]["coco/dinosaur"]["steps_per_s"] == 80.0
     one_layer = P.make_plan(dino, "Card X", legacy(gflop / 7))["cells"]["coco/dinosaur"]
-    assert one_layer["steps_per_s"] is None and "not measured" in one_layer["source"]
+    assert one_layer["estimate"] and one_layer["source"].startswith("ESTIMATE")  # not timed: estimated from it
+    assert one_layer["steps_per_s"] == pytest.approx(80.0 / 7, rel=1e-3)  # FLOP/s kept, 7x the FLOPs per step
     other = {"Card X": {"train_coco_dinosaur_fp32": {"batch_size": 64, "ours_steps_per_s": 80.0,
                                                      "model": {**DINO, "decoder_hidden": [3072]}}}}
     assert P.make_plan(dino, "Card X", other)["cells"]["coco/dinosaur"]["steps_per_s"] is None

@@ -311,17 +311,11 @@ def test_tables_write_numbers_only_where_told(tmp_path):
     assert r"\newcommand" not in report.render_report(out, tmp_path / "nofigures", results)  # no default file
 
 
-CLAIMS_CSV = ("id,claim,paper,ours,ci_low,ci_high,n_seeds,verdict\n"
-              "C1,CovLoss raises COCO FG-ARI over Slot Attention,9.55,5.25,1.5,9.25,3,reproduced\n"
-              "C2,CosineLoss probes shape best,0.8984,0.8123,0.79,0.83,3,not reproduced\n")
-CLAIMS_TEX = ("\\begin{tabular}{lll}\n\\toprule\nID & Claim & Verdict \\\\\n\\midrule\n"
-              "C1 & CovLoss raises COCO FG-ARI over Slot Attention & reproduced \\\\\n\\bottomrule\n\\end{tabular}\n")
+def write_claims(folder, results):
+    """The claims ledger of a results tree, as `slotcov claims` writes it."""
+    from slotcov import claims
 
-
-def write_claims(folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "claims.csv").write_text(CLAIMS_CSV)
-    (folder / "claims.tex").write_text(CLAIMS_TEX)
+    claims.write_ledger(results, folder)
     return folder
 
 
@@ -339,12 +333,20 @@ def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tm
     assert shutil.which("pdflatex") is None
     out = tmp_path / "nolatex" / "report.pdf"
     args = (root / "reports" / "tables", root / "reports" / "figures", built["results"])
-    assert report.report(*args, out, claims_dir=write_claims(tmp_path / "claims")) == out
+    assert report.report(*args, out, claims_dir=write_claims(tmp_path / "claims", built["results"])) == out
     pages = pdf_pages(out)
     figures = sorted(p.stem for p in (root / "reports" / "figures").glob("*.png"))
-    assert len(pages) == 1 + 3 + 1 + len(figures) + 1  # title, tables, claims, figures, provenance
-    assert report_pdf.NO_LATEX.format(reason="pdflatex not found") in pages[0] and "Claims ledger" in pages[0]
-    table1, table2, table3, claims = pages[1:5]
+    appendix = [i for i, page in enumerate(pages) if "Appendix: the claims ledger, every test" in page]
+    assert appendix and appendix[0] == 1 + 3 + len(figures) + 1  # scope, tables, figures, provenance, appendix
+    assert appendix == list(range(appendix[0], len(pages)))
+    first = pages[0]  # the scope of reproducibility: one line per claim
+    assert report_pdf.NO_LATEX.format(reason="pdflatex not found") in first and "Scope of reproducibility" in first
+    assert all(f"C{i} " in first for i in range(1, 25)) and "Appendix: the claims ledger" in first
+    assert "C1 ColoredMDSprites: Slot Attention beats both regularisers (FG-ARI) (Sec. 4.2.1, Table 1)" in first
+    assert "superiority [1, ∞) not run -- 1.89 0 -- 0/3" in first  # no cmdsprites/cosineloss here
+    assert "superiority [2, ∞) inconclusive 15 14.3 1 0.00 0/2" in first  # C13: dinosaur 40 - covloss 25, one seed each
+    assert "C1 primary sa - cosineloss" in pages[appendix[0]] and "Slot Attention beats" not in pages[appendix[0]]
+    table1, table2, table3 = pages[1:4]
     assert "Table 1. FG-ARI (%) on ColoredMDSprites and COCO" in table1
     assert "Slot Attention ours 91.00 ± 1.00 (3) – – – paper 90.71 20.00 – 20.00" in table1
     assert "CovLoss †‡§¶ ours 87.50 (1) 25.00 (1) 21.00 (1) 31.00 (1)" in table1
@@ -353,18 +355,17 @@ def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tm
     assert "COCO: FG-ARI, dinosaur inputs (cross-" in table1  # the head wraps inside its column
     assert "0.8050 ± 0.0071 (2)" in table2 and "0.8472" in table2 and "Shape (acc.)" in table2
     assert "Block masks (reference) ours 22.00 (1) 23.50 (1) 30.00 (1) paper 23.00" in table3
-    assert "CovLoss raises COCO FG-ARI over Slot Attention 9.55 5.25 [1.5, 9.25] 3 reproduced" in claims
-    assert "masks_coco.png" in " ".join(pages) and "Figure 1: Slot Attention reconstructions" in pages[5]
-    assert "coco/covloss 0 01234567 paper dinosaur synthetic-coco / random NVIDIA H100 3600" in pages[-1]
+    assert "masks_coco.png" in " ".join(pages) and "Figure 1: Slot Attention reconstructions" in pages[4]
+    assert "coco/covloss 0 01234567 paper dinosaur synthetic-coco / random NVIDIA H100 3600" in pages[appendix[0] - 1]
     assert r"\begin{table}" in (tmp_path / "nolatex" / "report.tex").read_text()  # the LaTeX source either way
     assert not list(out.parent.glob(".report.pdf.*"))
 
-    pages = pdf_pages(report.report(*args, tmp_path / "noclaims.pdf"))  # no --claims: no claims page
+    pages = pdf_pages(report.report(*args, tmp_path / "noclaims.pdf"))  # no --claims: a title page, no claims
     assert len(pages) == 1 + 3 + len(figures) + 1 and "Claims" not in " ".join(pages)
-    with pytest.raises(UserError, match=r"nowhere/claims.csv is missing; .* or leave out --claims"):
+    with pytest.raises(UserError, match=r"nowhere/summary.csv is missing; .* or leave out --claims"):
         report_pdf.build(*args, tmp_path / "x.pdf", claims_dir=tmp_path / "nowhere")
-    (tmp_path / "claims" / "claims.csv").write_text("id,claim\nC1,x\n")
-    with pytest.raises(UserError, match="claims.csv: no column paper, ours, ci_low"):
+    (tmp_path / "claims" / "summary.csv").write_text("id,claim\nC1,x\n")
+    with pytest.raises(UserError, match="summary.csv: no column where, kind, rule"):
         report_pdf.build(*args, tmp_path / "x.pdf", claims_dir=tmp_path / "claims")
     assert not (tmp_path / "x.pdf").exists()  # nothing partial left behind
 
@@ -389,16 +390,20 @@ def test_report_with_an_incomplete_latex_falls_back_but_other_latex_errors_stop(
 
 def test_report_tex(built, tmp_path):
     root = built["root"]
+    claims_dir = write_claims(tmp_path / "claims", built["results"])
     tex = report.render_report(root / "reports" / "tables", root / "reports" / "figures", built["results"],
-                                claims_dir=write_claims(tmp_path / "claims"))
+                                claims_dir=claims_dir)
     assert tex.count(r"\begin{table}") == 4 and r"\includegraphics" in tex and "figures/masks_coco.pdf" in tex
     assert "How much the FG-ARI implementation moves" in tex
     assert "figures/recon_cmdsprites_cosineloss.pdf" not in tex
     assert r"\newcommand{\TabOneCmdspritesSaMean}{91.00}" in tex
     assert "coco/covloss & 0 & 01234567 & paper & dinosaur & synthetic-coco / random & NVIDIA H100 & 3600" in tex
-    assert "\\section{Claims}\n" + CLAIMS_TEX in tex
-    assert r"\section{Claims}" not in report.render_report(root / "reports" / "tables", root / "reports" / "figures",
-                                                            built["results"])
+    scope = "\\section*{Scope of reproducibility}\n" + report.SCOPE_INTRO + "\n" + (claims_dir / "summary.tex").read_text()
+    assert tex.index("\\maketitle") < tex.index(scope) < tex.index("\\section{Tables}")  # the first page
+    appendix = "\\appendix\n\\section{Claims ledger: rules, claims and every test}\n" + (claims_dir / "claims.tex").read_text()
+    assert tex.index("\\section{Provenance}") < tex.index(appendix)
+    plain = report.render_report(root / "reports" / "tables", root / "reports" / "figures", built["results"])
+    assert "Scope of reproducibility" not in plain and "\\appendix" not in plain
     with pytest.raises(UserError, match="run `slotcov tables"):
         report.report(root / "nowhere", root / "reports" / "figures", built["results"], tmp_path / "r.pdf")
 
@@ -412,12 +417,14 @@ def test_report_pdf(request, tmp_path):
     root = built["root"]
     out = root / "reports" / "report.pdf"
     assert report.report(root / "reports" / "tables", root / "reports" / "figures", built["results"], out,
-                          claims_dir=write_claims(tmp_path / "claims")) == out
+                          claims_dir=write_claims(tmp_path / "claims", built["results"])) == out
     assert out.read_bytes()[:5] == b"%PDF-"
     assert (root / "reports" / "report.tex").exists()
     assert not list(out.parent.glob(".report.pdf.*"))  # no temporary left behind
     text = " ".join(pdf_pages(out))
-    assert "Claims" in text and "CovLoss raises COCO FG-ARI over Slot Attention" in text
+    assert "Scope of reproducibility" in text and "COCO: COVLOSS lifts FG-ARI over Slot Attention" in text
+    first = pdf_pages(out)[0]
+    assert "Scope of reproducibility" in first and "C1 ColoredMDSprites" in first
     assert "without LaTeX" not in text and "ColoredMDSprites" in text
 
 

@@ -2,12 +2,16 @@
 
 For every trained cell of the preset (and the sweep), the steps/s of its model come from
 bench/results.json for the device's name (`slotcov bench` writes them), or from a short
-measurement on this machine (`--measure`). Hours per job = steps / steps/s; the SLURM runtime
-is that x `--margin`, rounded up to whole hours and capped. `--out FILE` writes the plan that
-the workflow's train rules read (config key `plan`) instead of the preset's fixed runtime.
+measurement on this machine (`--measure`). A cell whose model was not measured there is
+ESTIMATED: its FLOPs per step (slotcov.flops) over the FLOP/s a measured model achieved on that
+device, with a range from the slowest to the fastest FLOP/s among the device's measurements.
+Hours per job = steps / steps/s; the SLURM runtime is that (an estimate: its high end) x
+`--margin`, rounded up to whole hours and capped. `--out FILE` writes the plan that the
+workflow's train rules read (config key `plan`) instead of the preset's fixed runtime.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -98,6 +102,38 @@ def pick(cfg: dict, found: list[dict]) -> dict | None:
     return min(same, key=lambda m: (m["rank"], -m["steps_per_s"]), default=None)
 
 
+@functools.lru_cache(maxsize=None)
+def _gflop(model_json: str, batch_size: int, legacy: bool) -> float:
+    """GFLOPs of one step of a model (JSON of its settings) at a batch size, counted as the measurement it is
+    compared with was: at the batch size itself, or (entries that recorded no model) at batch 2, scaled."""
+    from slotcov.flops import step_flops
+
+    cfg = {"model": json.loads(model_json)}
+    small = min(batch_size, 2) if legacy else batch_size
+    return step_flops(cfg, small) * batch_size / small / 1e9
+
+
+def estimate(cfg: dict, found: list[dict]) -> dict | None:
+    """steps/s of a model never measured on this device, from the FLOP/s its measured models achieved:
+    the central value from a measurement of the same model kind (else the geometric mean of all), the range
+    from the slowest to the fastest; None without a measurement of this precision that recorded its FLOPs."""
+    refs = [m for m in found if m["precision"] == _precision(cfg) and m.get("step_gflop")]
+    if not refs:
+        return None
+    model, bs = json.dumps(cfg["model"], sort_keys=True), cfg["train"]["batch_size"]
+    rates = [m["steps_per_s"] * m["step_gflop"] / _gflop(model, bs, m.get("model") is None) for m in refs]
+    tflops = [m["steps_per_s"] * m["step_gflop"] / 1e3 for m in refs]
+    kind = [(m["rank"], -r) for r, m in zip(rates, refs)
+            if (m.get("model") or PAPER_CELLS[m["cell"]]["model"])["kind"] == cfg["model"]["kind"]]
+    central = -min(kind)[1] if kind else math.exp(sum(map(math.log, rates)) / len(rates))
+    low, high = (min(rates), max(rates)) if len(set(rates)) > 1 else (central / 2, central * 2)
+    why = (f"same model kind measured ({cfg['model']['kind']})" if kind else "no model of this kind measured: "
+           "geometric mean") + (f"; range over {len(refs)} measurements, {min(tflops):.0f}-{max(tflops):.0f} "
+                                "TFLOP/s" if len(set(rates)) > 1 else "; one measurement: range x/÷ 2 assumed")
+    return {"steps_per_s": central, "low": low, "high": high,
+            "label": f"ESTIMATE from FLOPs per step ({_gflop(model, bs, False):.0f} GFLOP): {why}"}
+
+
 def trainer_rate(run_cfg: dict, data, warm: int, steps: int, device: str = "auto") -> float:
     """steps/s of slotcov's trainer on `data` over `steps` steps after `warm` (timed from its log.csv)."""
     import numpy as np
@@ -141,28 +177,47 @@ def make_plan(config: dict, device: str, results: dict | None, margin: float = 1
     """The plan as plain data: per cell its steps/s, source, hours per job and SLURM runtime (minutes)."""
     cap_min, fallback = minutes(cap), config["resources"]["train"]["runtime"]
     found = measurements(results, device) if measure_steps is None else []
-    cells, total, unmeasured, timed = {}, 0.0, 0, {}
+    cells, timed = {}, {}
     for name, cfg, n in jobs(config, overrides):
         key = json.dumps([cfg["model"], cfg["train"]["batch_size"], _precision(cfg)], sort_keys=True)
         if measure_steps is not None:
             m = timed[key] = timed.get(key) or measure(cfg, measure_steps)
         else:
-            m = pick(cfg, found)
+            m = pick(cfg, found) or estimate(cfg, found)
         row = {"jobs": n, "steps": cfg["train"]["steps"], "batch_size": cfg["train"]["batch_size"],
                "precision": _precision(cfg)}
-        if m is None:
-            unmeasured += n
-            row.update(steps_per_s=None, source=f"not measured on this device: the preset's runtime {fallback}",
-                       hours_per_job=None, runtime_min=min(cap_min, minutes(fallback)))
-        else:
-            hours = cfg["train"]["steps"] / m["steps_per_s"] / 3600
-            total += hours * n
-            row.update(steps_per_s=round(m["steps_per_s"], 3), source=m["label"], hours_per_job=round(hours, 2),
-                       runtime_min=slurm_runtime(hours, margin, cap_min))
-        cells[name] = row
+        cells[name] = row | (_fallback_row(fallback, cap_min) if m is None else _timed_row(cfg, m, margin, cap_min))
     return {"device": device, "preset": config.get("preset"), "margin": margin, "cap_min": cap_min,
-            "made_at": time.strftime("%Y-%m-%d %H:%M"), "gpu_hours_measured_jobs": round(total, 1),
-            "jobs_not_measured": unmeasured, "cells": cells}
+            "made_at": time.strftime("%Y-%m-%d %H:%M"), **_totals(cells), "cells": cells}
+
+
+def _fallback_row(fallback, cap_min: int) -> dict:
+    return {"steps_per_s": None, "source": f"not measured on this device: the preset's runtime {fallback}",
+            "hours_per_job": None, "estimate": False, "runtime_min": min(cap_min, minutes(fallback))}
+
+
+def _timed_row(cfg: dict, m: dict, margin: float, cap_min: int) -> dict:
+    """Hours per job of a measured (or estimated: with its range) cell, and its SLURM runtime."""
+    hours = cfg["train"]["steps"] / m["steps_per_s"] / 3600
+    row = {"steps_per_s": round(m["steps_per_s"], 3), "source": m["label"], "hours_per_job": round(hours, 2),
+           "estimate": "low" in m}
+    if "low" in m:  # an estimate: its range, and the runtime from its high end
+        row.update(hours_low=round(cfg["train"]["steps"] / m["high"] / 3600, 2),
+                   hours_high=round(cfg["train"]["steps"] / m["low"] / 3600, 2))
+    return row | {"runtime_min": slurm_runtime(row.get("hours_high", hours), margin, cap_min)}
+
+
+def _totals(cells: dict) -> dict:
+    """GPU-hours of the measured jobs, of the estimated ones (with range) and in all; jobs of each sort."""
+    measured = [r for r in cells.values() if r["hours_per_job"] is not None and not r["estimate"]]
+    estimated = [r for r in cells.values() if r["estimate"]]
+    sure = sum(r["hours_per_job"] * r["jobs"] for r in measured)
+    est = [sum(r[k] * r["jobs"] for r in estimated) for k in ("hours_per_job", "hours_low", "hours_high")]
+    return {"gpu_hours_measured_jobs": round(sure, 1), "gpu_hours_estimated_jobs": round(est[0], 1),
+            "gpu_hours_total": round(sure + est[0], 1), "gpu_hours_low": round(sure + est[1], 1),
+            "gpu_hours_high": round(sure + est[2], 1), "jobs_measured": sum(r["jobs"] for r in measured),
+            "jobs_estimated": sum(r["jobs"] for r in estimated),
+            "jobs_not_measured": sum(r["jobs"] for r in cells.values() if r["hours_per_job"] is None)}
 
 
 def train_runtime(config: dict, cell: str, default):
@@ -185,16 +240,18 @@ def render(plan: dict) -> str:
     """The plan as a text table."""
     h = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     lines = [f"plan of preset {plan['preset']} on {plan['device']} (SLURM runtime = hours x {plan['margin']}, "
-             f"rounded up to whole hours, at most {plan['cap_min'] // 60} h)",
-             f"{'cell':<32} {'jobs':>4} {'steps':>8} {'steps/s':>8} {'h/job':>7} {'runtime':>8}  measurement"]
+             f"an estimate's high end, rounded up to whole hours, at most {plan['cap_min'] // 60} h)",
+             f"{'cell':<32} {'jobs':>4} {'steps':>8} {'steps/s':>8} {'h/job':>7} {'range':>11} {'runtime':>8}  source"]
     for name, r in plan["cells"].items():
         sps = "-" if r["steps_per_s"] is None else f"{r['steps_per_s']:.2f}"
-        lines.append(f"{name:<32} {r['jobs']:>4} {r['steps']:>8} {sps:>8} {h(r['hours_per_job']):>7} "
+        span = f"{r['hours_low']:.1f}-{r['hours_high']:.1f}" if r.get("estimate") else ""
+        lines.append(f"{name:<32} {r['jobs']:>4} {r['steps']:>8} {sps:>8} {h(r['hours_per_job']):>7} {span:>11} "
                      f"{_duration(r['runtime_min']):>8}  {r['source']}")
-    n_jobs = sum(r["jobs"] for r in plan["cells"].values())
-    lines.append(f"total: {plan['gpu_hours_measured_jobs']:.1f} GPU-hours for the {n_jobs - plan['jobs_not_measured']}"
-                 f" measured train jobs of {n_jobs}" + (f"; {plan['jobs_not_measured']} jobs not measured on this "
-                                                        f"device (not in the total)" if plan["jobs_not_measured"] else ""))
+    lines.append(f"total: {plan['gpu_hours_total']:.1f} GPU-hours (range {plan['gpu_hours_low']:.1f}-"
+                 f"{plan['gpu_hours_high']:.1f}): {plan['gpu_hours_measured_jobs']:.1f} for {plan['jobs_measured']} "
+                 f"measured train jobs, {plan['gpu_hours_estimated_jobs']:.1f} for {plan['jobs_estimated']} estimated "
+                 "from FLOPs per step" + (f"; {plan['jobs_not_measured']} jobs neither measured nor estimated (not in "
+                                          "the total)" if plan["jobs_not_measured"] else ""))
     return "\n".join(lines)
 
 

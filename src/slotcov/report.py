@@ -1,4 +1,5 @@
-"""reports/report.pdf: Tables 1-3, the claims ledger, the figures and the provenance of every result.
+"""reports/report.pdf: the scope of reproducibility (one verdict per claim), Tables 1-3, the figures, the
+provenance of every result and the claims ledger's detail.
 
 The LaTeX source is written beside the PDF (or to --tex) and compiled with pdflatex; without
 pdflatex on PATH, or when it lacks a package, the PDF is drawn with matplotlib (slotcov.report_pdf).
@@ -30,6 +31,7 @@ TEMPLATE = r"""\documentclass[10pt,a4paper]{article}
 \usepackage[margin=2cm]{geometry}
 \usepackage{graphicx}
 \usepackage{booktabs}
+\usepackage{array}
 \usepackage{longtable}
 \usepackage[font=small]{caption}
 \usepackage[hidelinks]{hyperref}
@@ -39,15 +41,17 @@ Through Covariance Regularization}
 \date{Generated %(date)s from the files under \texttt{%(results)s}}
 \begin{document}
 \maketitle
+%(scope)s
 Every number below is recomputed from the result files present when this report was built;
 a dash marks a cell that has not run. The paper's value stands beside each reproduced value;
 marks flag cells that ran in another setting than the paper's (see the notes under each table
 and the provenance table at the end).
 
+\clearpage
 \section{Tables}
 %(tables)s
 %(metric_section)s
-%(claims)s\clearpage
+\clearpage
 \section{Figures}
 %(figures)s
 \clearpage
@@ -64,6 +68,7 @@ Cell & Seed & Commit & Preset & Pipeline & Data / encoder & Device & Wall (s) \\
 \bottomrule
 \end{longtable}
 }
+%(appendix)s
 \end{document}
 """
 
@@ -75,6 +80,11 @@ METRIC_INTRO = (
     "the other rule). Every COCO metrics file here carries "
     "both that score (\\texttt{fg\\_ari\\_authors}, consecutive batches of 64 in file order; the authors' "
     "loader shuffled, so their batches, and scores, varied) and the correct one (\\texttt{fg\\_ari}).")
+
+
+SCOPE_INTRO = ("One line per claim of the paper: its verdict under decision rules fixed before any run (appendix "
+               "A), our effect with its interval at the claim's Holm level, the paper's own effect, the seeds "
+               "found, the power of the test at those seeds and how many runs diverged.")
 
 
 def metric_section(results_dir) -> str:
@@ -130,7 +140,8 @@ def _provenance_rows(results_dir) -> str:
 
 
 def render_report(tables_dir, figures_dir, results_dir, claims_dir=None, numbers=None) -> str:
-    """The report's LaTeX source; figures are referenced as figures/<name>.pdf, claims from DIR/claims.tex."""
+    """The report's LaTeX source; figures are referenced as figures/<name>.pdf; with a claims folder, its
+    summary.tex is the first page's scope table and its claims.tex the appendix."""
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
     parts = []
     for name in ["table1", "table2", "table3"]:
@@ -138,12 +149,14 @@ def render_report(tables_dir, figures_dir, results_dir, claims_dir=None, numbers
         if not path.exists():
             raise UserError(f"{path} is missing; run `slotcov tables --out {tables_dir}` first")
         parts.append(path.read_text())
-    claims = claims_file(claims_dir, "claims.tex")
+    scope, rows = claims_file(claims_dir, "summary.tex"), claims_file(claims_dir, "claims.tex")
     return TEMPLATE % {
         "numbers": _numbers(tables_dir, numbers),
         "date": time.strftime("%Y-%m-%d %H:%M"), "results": tex_escape(str(results_dir)),
         "tables": "\n".join(parts), "figures": _figures_tex(figures_dir), "metric_section": metric_section(results_dir),
-        "claims": f"\\clearpage\n\\section{{Claims}}\n{claims.read_text()}\n" if claims else "",
+        "scope": f"\\section*{{Scope of reproducibility}}\n{SCOPE_INTRO}\n{scope.read_text()}\n" if scope else "",
+        "appendix": f"\\clearpage\n\\appendix\n\\section{{Claims ledger: rules, claims and every test}}\n"
+                    f"{rows.read_text()}\n" if rows else "",
         "provenance": _provenance_rows(results_dir),
     }
 
@@ -206,7 +219,7 @@ def cli_report(argv: list[str]) -> int:
     p.add_argument("--results", default="results", help="results folder (metrics/, probe/, provenance/)")
     p.add_argument("--numbers", metavar="FILE", help="numbers macros of `slotcov tables` "
                    "(default: TABLES/../numbers.tex where it exists)")
-    p.add_argument("--claims", metavar="DIR", help="claims ledger folder (claims.csv, claims.tex) to include")
+    p.add_argument("--claims", metavar="DIR", help="claims ledger folder (summary and rows, .csv and .tex) to include")
     p.add_argument("--out", default="reports/report.pdf")
     p.add_argument("--tex", metavar="FILE", help="where the LaTeX source goes (default: OUT with .tex)")
     p.add_argument("--latex-log", metavar="FILE", help="pdflatex's output when it fails (default: OUT with .log)")

@@ -1,10 +1,11 @@
 """reports/report.pdf without LaTeX: the report's content drawn page by page with matplotlib.
 
 `slotcov report` uses this when pdflatex is not on PATH (or lacks a package the report needs),
-so a machine without TeX still ends the workflow with a PDF. It shows the same tables (from reports/tables/table{1,2,3}.csv, with
-the captions and notes of their .tex), the claims ledger (DIR/claims.csv with --claims), the
-figures (reports/figures/*.png) and the provenance table, and says on its first page that it
-was built without LaTeX and why.
+so a machine without TeX still ends the workflow with a PDF. It shows the same content: on the first
+page the scope of reproducibility (DIR/summary.csv with --claims: one line per claim), then the
+tables (from reports/tables/table{1,2,3}.csv, with the captions and notes of their .tex), the
+figures (reports/figures/*.png), the provenance table and, as an appendix, every test row of the
+claims ledger (DIR/claims.csv); its first page says that it was built without LaTeX and why.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from slotcov import paper
+from slotcov.claims import ROW_HEAD, SCOPE_HEADER, row_cells, scope_cells
 from slotcov.errors import UserError
 from slotcov.figures import FIGURES
 from slotcov.io import atomic_path
@@ -26,7 +28,10 @@ NO_LATEX = "built without LaTeX ({reason}); install TeX Live (make latex) for th
 PAGE = (8.27, 11.69)  # A4 portrait, inches
 NOTE_FONT = 8
 LEFT, WIDTH = 0.07, 0.86  # text column, as fractions of the page width
-CLAIM_COLUMNS = ["id", "claim", "paper", "ours", "ci_low", "ci_high", "n_seeds", "verdict"]
+SCOPE_COLUMNS = ["id", "claim", "where", "kind", "rule", "verdict", "effect", "ci_low", "ci_high", "paper", "n_seeds",
+                 "power", "n_failed", "n_runs"]
+ROW_COLUMNS = ["id", "role", "test", "pipeline", "metric", "rule", "paper", "effect", "ci_low", "ci_high", "level",
+               "paper_in_pi", "n_seeds", "verdict", "why"]
 TEX_SYMBOLS = {"dagger": "†", "ddagger": "‡", "S": "§", "P": "¶", "sharp": "♯", "flat": "♭", "pm": "±",
                "approx": "≈"}
 MARK_SYMBOLS = {key: TEX_SYMBOLS.get(tex.lstrip("\\"), tex) for key, (tex, _) in MARKS.items()}  # the tables' marks
@@ -74,19 +79,22 @@ def _wrap(text, width: int) -> str:
 
 
 def _table(doc: _Doc, heading: str, header: list[str], rows: list[list[str]], chars: list[int],
-           notes: str = "", font: float = 8.0) -> None:
+           notes: str = "", font: float = 8.0, intro: str = "") -> None:
     """Draw a table on as many pages as it needs; `chars` are the columns' relative widths (in characters
-    at 9 pt, roughly), and each cell's text is wrapped to what fits its column at `font`."""
+    at 9 pt, roughly), and each cell's text is wrapped to what fits its column at `font`. `intro` is text
+    between the heading and the table on its first page."""
     line = font * 1.35 / 72 / PAGE[1]  # one text line as a fraction of the page height
     notes = _wrap(notes, int(WIDTH * PAGE[0] * 72 / (NOTE_FONT * 0.55))) if notes else ""
     notes_h = (notes.count("\n") + 1) * NOTE_FONT * 1.4 / 72 / PAGE[1] if notes else 0.0
+    intro = _wrap(intro, 105) if intro else ""
+    intro_h = (intro.count("\n") + 1) * 9 * 1.45 / 72 / PAGE[1] + 0.015 if intro else 0.0
     top, bottom = 0.895, 0.06 + notes_h + 0.02
     per_char = WIDTH * PAGE[0] * 72 / (font * 0.6) / sum(chars)  # characters of this font per unit of `chars`
     fit = [max(4, int(c * per_char * 0.92)) for c in chars]  # what fits a column beside its padding
     header = [_wrap(h, f) for h, f in zip(header, fit)]
     cells = [[_wrap(v, f) for v, f in zip(row, fit)] for row in rows] or [["(none)"] + [""] * (len(chars) - 1)]
     heights = [(max(c.count("\n") for c in row) + 1) * line + 0.6 * line for row in [header] + cells]
-    pages, current, used = [], [], heights[0]
+    pages, current, used = [], [], heights[0] + intro_h
     for row, h in zip(cells, heights[1:]):
         if current and used + h > top - bottom:
             pages.append(current)
@@ -97,13 +105,16 @@ def _table(doc: _Doc, heading: str, header: list[str], rows: list[list[str]], ch
     widths = [c / sum(chars) for c in chars]
     for i, chunk in enumerate(pages):
         fig = doc.page(heading + (f" (continued, {i + 1}/{len(pages)})" if i else ""))
-        ax = fig.add_axes((LEFT, bottom, WIDTH, top - bottom))
+        shift = 0.0 if i else intro_h
+        if shift:
+            fig.text(LEFT, top + 0.01, intro, fontsize=9, va="top", linespacing=1.45)
+        ax = fig.add_axes((LEFT, bottom, WIDTH, top - shift - bottom))
         ax.axis("off")
         table = ax.table(cellText=[r for r, _ in chunk], colLabels=header, colWidths=widths,
                          cellLoc="left", colLoc="left", loc="upper center")
         table.auto_set_font_size(False)
         table.set_fontsize(font)
-        scale = 1 / (top - bottom)  # cell heights are in axes fractions
+        scale = 1 / (top - shift - bottom)  # cell heights are in axes fractions
         for (r, c), cell in table.get_celld().items():
             cell.PAD = 0.3 / chars[c]  # about a third of a character, not matplotlib's 10% of the width
             cell.set_height((heights[0] if r == 0 else chunk[r - 1][1]) * scale)
@@ -115,7 +126,7 @@ def _table(doc: _Doc, heading: str, header: list[str], rows: list[list[str]], ch
             elif r % 2 == 0:
                 cell.set_facecolor("0.97")
         if notes and i == len(pages) - 1:  # right under the table
-            below = top - heights[0] - sum(h for _, h in chunk) - 0.015
+            below = top - shift - heights[0] - sum(h for _, h in chunk) - 0.015
             fig.text(LEFT, below, notes, fontsize=NOTE_FONT, va="top", linespacing=1.4)
         doc.save(fig)
 
@@ -174,26 +185,38 @@ def _paper_table(doc: _Doc, tables_dir: Path, name: str) -> None:
            detex(notes.group(1)) if notes else "", font=9)
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "–" if pd.isna(value) else f"{value:.4g}"
-    return str(value)
-
-
-def _claims(doc: _Doc, path: Path) -> None:
-    """The claims ledger: claims.csv with at least CLAIM_COLUMNS (any others are left out)."""
-    df = pd.read_csv(path)
-    missing = [c for c in CLAIM_COLUMNS if c not in df.columns]
+def _read_claims(path: Path, columns: list[str]) -> pd.DataFrame:
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise UserError(f"{path}: no column {', '.join(missing)}; rebuild the claims ledger")
-    detail = [c for c in ("part", "pipeline", "metric", "baseline") if c in df.columns]  # which row of a claim
-    rows = [[_fmt(r["id"]), _fmt(r["claim"]), " / ".join(_fmt(r[c]) for c in detail), _fmt(r["paper"]),
-             f"{_fmt(r['ours'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _fmt(r["n_seeds"]), _fmt(r["verdict"])]
-            for _, r in df.iterrows()]
-    _table(doc, "Claims", ["ID", "Claim", " / ".join(detail).capitalize() or "Part", "Paper", "Ours [CI]", "Seeds",
-                           "Verdict"], rows, [5, 30, 26, 7, 16, 5, 17],
-           notes="Ours: our estimate over the seeds, with its 95% interval [low, high] (claims.md states the method). "
-                 "Part / pipeline / metric / baseline: which comparison of the claim the row judges.")
+    return df.astype(object).where(df.notna(), None)
+
+
+def _scope_page(doc: _Doc, path: Path, results_dir, note: str, sections: list[str]) -> None:
+    """The first page: the title, then the scope of reproducibility (one line per claim) from summary.csv."""
+    from slotcov.report import SCOPE_INTRO
+
+    df = _read_claims(path, SCOPE_COLUMNS)
+    intro = (f"Exploring the Role of the Bottleneck in Slot-Based Models Through Covariance Regularization. "
+             f"Generated {time.strftime('%Y-%m-%d %H:%M')} from the files under {results_dir}; {note}.\n"
+             f"Scope of reproducibility. {SCOPE_INTRO}")
+    counts = df["verdict"].value_counts()
+    tally = ", ".join(f"{counts[v]} {v}" for v in ("reproduced", "not reproduced", "inconclusive", "not run") if v in counts)
+    _table(doc, "slotcov: reproduction report", SCOPE_HEADER, [scope_cells(r) for _, r in df.iterrows()],
+           [41, 14, 10, 17, 6, 5, 5, 5], font=6, intro=intro,
+           notes=f"{tally}. Rules, quotes and every test row: the appendix. Contents: " + "; ".join(sections) + ".")
+
+
+def _claims_appendix(doc: _Doc, path: Path) -> None:
+    """The appendix: every test row of the ledger (claims.csv), without the claims' text."""
+    df = _read_claims(path, ROW_COLUMNS)
+    keep = [0, 1, 2, 3, 5, 6, 7, 9, 10, 11]  # ROW_HEAD without rule and paper-in-PI
+    rows = [[row_cells(r)[k] for k in keep] for _, r in df.iterrows()]
+    _table(doc, "Appendix: the claims ledger, every test", [ROW_HEAD[k] for k in keep], rows,
+           [4, 8, 18, 14, 6, 18, 6, 3, 13, 30], font=6,
+           notes="Effect [interval]: at the row's level (the two-sided 1 - 2 x level interval); primary rows at "
+                 "their claim's Holm level, secondary rows at 0.05 uncorrected. claims.md states the rules.")
 
 
 def _figures(doc: _Doc, figures_dir: Path) -> None:
@@ -246,24 +269,27 @@ def build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None, reason
 
     matplotlib.use("Agg")
     tables_dir, figures_dir, out_pdf = Path(tables_dir), Path(figures_dir), Path(out_pdf)
-    claims = claims_file(claims_dir, "claims.csv")
+    scope, claims = claims_file(claims_dir, "summary.csv"), claims_file(claims_dir, "claims.csv")
     provenance = provenance_table(results_dir)
     n_figures = len(list(figures_dir.glob("*.png"))) if figures_dir.is_dir() else 0
-    sections = (["Tables 1-3"] + (["Claims ledger"] if claims else [])
-                + [f"Figures ({n_figures})", f"Provenance ({len(provenance)} result files)"])
+    sections = (["Tables 1-3", f"Figures ({n_figures})", f"Provenance ({len(provenance)} result files)"]
+                + (["Appendix: the claims ledger"] if claims else []))
     rc = {"pdf.fonttype": 42, "font.family": "DejaVu Sans"}  # TrueType: the text stays searchable
     with matplotlib.rc_context(rc), atomic_path(out_pdf, suffix=".pdf") as tmp:
         note = NO_LATEX.format(reason=reason)
         doc = _Doc(tmp, note)
         try:
-            _title_page(doc, results_dir, sections, note)
+            if scope:
+                _scope_page(doc, scope, results_dir, note, sections)
+            else:
+                _title_page(doc, results_dir, sections, note)
             for name in ["table1", "table2", "table3"]:
                 _paper_table(doc, tables_dir, name)
-            if claims:
-                _claims(doc, claims)
             _figures(doc, figures_dir)
             _table(doc, "Provenance", PROVENANCE_HEADER, provenance, [26, 5, 10, 9, 12, 22, 18, 8],
                    notes="One row per result file: where and how each number was produced.", font=7)
+            if claims:
+                _claims_appendix(doc, claims)
         finally:
             doc.pdf.close()
     log(f"wrote {out_pdf} ({doc.pages} pages, {note})")
