@@ -132,7 +132,7 @@ def coco_variants(results) -> tuple[list[str], list[str]]:
         pipelines |= set(sections)
         if "fg_ari_authors" in data or any("fg_ari_authors" in s for s in sections.values()):
             metrics = ["fg_ari", "fg_ari_authors"]
-    return sorted(pipelines) or [paper.PAPER_PROTOCOL["coco"]], metrics
+    return sorted(pipelines) or [paper.PAPER_PIPELINE["coco"]], metrics
 
 
 # ----------------------------------------------------------------------------- judging one test

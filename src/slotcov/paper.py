@@ -114,7 +114,7 @@ def _t(label: str, a, b, paper=None, value="fg_ari", source="metrics", transform
        region=None) -> dict:
     """One test of a claim (see above); COCO cells are read under the paper's own pipeline by default."""
     if pipeline == "auto":
-        pipeline = PAPER_PROTOCOL["coco"] if str(a).startswith("coco/") and source in ("metrics", "probe") else None
+        pipeline = PAPER_PIPELINE["coco"] if str(a).startswith("coco/") and source in ("metrics", "probe") else None
     return {"label": label, "a": a, "b": b, "paper": paper, "value": value, "source": source,
             "transform": transform, "pipeline": pipeline, "region": region,
             "quoted": isinstance(b, (int, float)) and source in ("metrics", "probe")}
