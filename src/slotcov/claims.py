@@ -8,6 +8,8 @@ seeds and gets our effect (difference of means), a 95% interval over seeds and a
   not reproduced  the interval lies entirely on the other side
   inconclusive    the interval straddles the boundary, or a cell has fewer than 2 seeds
   not run         a cell (or the value, pipeline or log column) is missing
+A seed whose run diverged (`"diverged": 1`) has no numbers and enters no mean; each row's
+`failure_rate` says how many seeds of each of its cells diverged ("coco/sa 1/3 diverged").
 Intervals: Welch's t for a difference of two means (no equal-variance assumption; exact
 under normal seeds and honest, i.e. wide, at 2-5 seeds), a one-sample t interval for a cell
 against a constant. A claim about a size ("about 10 points") is judged on its direction;
@@ -40,7 +42,8 @@ ONE_SAMPLE = "one-sample t (95%)"
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run")
 LOG_FLOOR = 1e-30  # a logged term of exactly 0 counts as 1e-30 on the log10 scale
 COLUMNS = ["id", "part", "pipeline", "metric", "baseline", "a", "b", "op", "paper", "ours", "ci_low", "ci_high",
-           "paper_in_ci", "mean_a", "mean_b", "n_a", "n_b", "n_seeds", "method", "verdict", "why", "claim", "where"]
+           "paper_in_ci", "mean_a", "mean_b", "n_a", "n_b", "n_seeds", "method", "verdict", "why", "failure_rate", "claim",
+           "where"]
 
 
 def _log(msg: str) -> None:
@@ -73,7 +76,8 @@ def cell_values(results, source: str, cell: str, value: str, pipeline: str = "pr
     if source == "log":
         for seed, run_dir in _seed_files(results / "runs" / cell, "seed*").items():
             path = run_dir / "log.csv"
-            if not path.is_file():
+            record = run_dir / "run.json"
+            if not path.is_file() or (record.is_file() and read_json(record).get("status") == "diverged"):
                 continue
             log = pd.read_csv(path)
             column = pd.to_numeric(log[value], errors="coerce").dropna() if value in log else pd.Series()
@@ -82,12 +86,20 @@ def cell_values(results, source: str, cell: str, value: str, pipeline: str = "pr
         return out
     for seed, path in _seed_files(results / source / cell, "seed*.json").items():
         data = read_json(path)
+        if data.get("diverged") == 1:  # no numbers: never in a mean (failure_rate counts it)
+            continue
         if pipeline not in ("primary", "-"):
             data = (data.get("pipelines") or {}).get(pipeline) or {}
         number = _number(data.get(value))
         if number is not None:
             out[seed] = number
     return out
+
+
+def failure_rate(results, source: str, cell: str) -> tuple[int, int]:
+    """(diverged, total) seeds of a cell, from its metrics files (probe files for source "probe")."""
+    files = _seed_files(Path(results) / ("probe" if source == "probe" else "metrics") / cell, "seed*.json")
+    return sum(read_json(path).get("diverged") == 1 for path in files.values()), len(files)
 
 
 def coco_variants(results) -> tuple[list[str], list[str]]:
@@ -191,9 +203,17 @@ def ledger(results) -> pd.DataFrame:
                 va = read(part["a"])
                 vb = None if isinstance(part["b"], (int, float)) else read(part["b"])
                 b_label = part["b"] if vb is not None else f"{part['b']:g} ({part['baseline'] or 'threshold'})"
+                cells = [part["a"]] + ([part["b"]] if vb is not None else [])
+                failures = {cell: failure_rate(results, part["source"], cell) for cell in cells}
+                judged = _judge(part, va, vb)
+                lost = [f"every seed of {c} diverged" for c, (k, n) in failures.items() if n and k == n]
+                if judged["verdict"] == "not run" and lost:
+                    judged["why"] += f" ({'; '.join(lost)})"
                 rows.append({"id": claim["id"], "part": part["part"], "pipeline": pipeline, "metric": metric,
                              "baseline": part["baseline"] or "-", "a": part["a"], "b": b_label, "op": part["op"],
-                             "claim": claim["claim"], "where": claim["where"]} | _judge(part, va, vb))
+                             "claim": claim["claim"], "where": claim["where"],
+                             "failure_rate": "; ".join(f"{c} {k}/{n} diverged" for c, (k, n) in failures.items())}
+                            | judged)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -217,11 +237,12 @@ RULES = ("Effect = mean(a) - mean(b) over seeds (b a number: mean(a) - b). 95% i
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    head = ["id", "part", "pipeline", "metric", "baseline", "paper", "ours", "95% CI", "n", "verdict", "why"]
+    head = ["id", "part", "pipeline", "metric", "baseline", "paper", "ours", "95% CI", "n", "verdict", "why",
+            "failure rate"]
     lines = ["# Claims ledger", "", RULES, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
         cells = [r["id"], r["part"], r["pipeline"], r["metric"], r["baseline"], _fmt(r["paper"]), _fmt(r["ours"]),
-                 _ci(r), str(r["n_seeds"]), f"**{r['verdict']}**", r["why"]]
+                 _ci(r), str(r["n_seeds"]), f"**{r['verdict']}**", r["why"], r["failure_rate"]]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     lines += ["", "## The claims", ""]
     for c in paper.CLAIMS:
