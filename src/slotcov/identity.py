@@ -69,8 +69,9 @@ def difference(old: dict, config_hash: str, inputs: list[dict]) -> str:
     for kind in dict.fromkeys(r["kind"] for r in before + inputs):
         a, b = ([r for r in x if r["kind"] == kind] for x in (before, inputs))
         if a != b:
-            was, now = (", ".join(_name(r) for r in x) or "none" for x in (a, b))
-            parts.append(f"the {kind} input ({was} -> {now})" if was != now else f"the content of the {_name(b[0])} input")
+            was, now = (", ".join(r.get("pipeline") or "-" for r in x) or "none" for x in (a, b))
+            parts.append(f"the {kind} input ({was} -> {now})" if was != now else
+                         f"the content of the {_name((b or a)[0])} input")
     return "changed: " + ("; ".join(parts) or "the run identity")
 
 
