@@ -187,6 +187,14 @@ def test_files_of_other_inputs_are_refused_by_hand_and_dropped_with_the_flag(spl
     assert new["run_id"] != old_id and new["resumed_from"] == 0 and new["steps"] == 4
     assert any(not torch.equal(old[k], v) for k, v in weights(run).items())
 
+    # an interrupted run whose data changed: its checkpoint is not the start of a run on the new data
+    run2 = tmp_path / "run2"
+    train(cfg, MDSpritesArrays(a), run2, progress=False, stop_after=2)
+    train(cfg, MDSpritesArrays(b), run2, progress=False, drop_stale=True)
+    assert "removed ckpt.pt of another run (changed: the content of the split input)" in capsys.readouterr().err
+    assert record(run2)["resumed_from"] == 0
+    assert_same_weights(weights(run), weights(run2))
+
     # a model.pt written before runs recorded their identity is another run too
     ck = torch.load(run / "model.pt", weights_only=True)
     torch.save({k: v for k, v in ck.items() if k not in ("run_id", "inputs")}, run / "model.pt")
