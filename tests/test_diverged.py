@@ -49,6 +49,10 @@ def test_a_diverged_run_is_evaluated_and_probed_as_a_result(setup, tmp_path, cap
     rec = json.loads((run / "run.json").read_text())
     assert rec["status"] == "diverged" and "loss" in rec["terms"] and not (run / "model.pt").exists()
     assert json.loads(out)["status"] == "diverged"
+    code, _, err = cli(capsys, "train", "--config", config, "--cell", "cmdsprites/covloss", "--data", split,
+                       "--out", run, "--device", "cpu", "--no-progress")  # the same command again: the record
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 0 and len(lines) == 1 and lines[0].endswith("run.json before: nothing trained"), err
 
     base = ["--config", config, "--cell", "cmdsprites/covloss", "--run", run, "--data", split, "--device", "cpu"]
     code, _, err = cli(capsys, "evaluate", *base, "--out", tmp_path / "m.json", "--provenance", tmp_path / "pm.json",

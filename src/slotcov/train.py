@@ -197,10 +197,10 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     ckpt = Checkpointer(out, cfg, config_hash(cfg), input_records(dataset))
     if dropped := ckpt.clear_stale(drop_stale):
         print(dropped, file=sys.stderr)
-    if (done := ckpt.result()) is not None:
-        print(f"{ckpt.record}: this run is already {done['status']}; nothing to train", file=sys.stderr)
+    if (done := ckpt.result()) is not None:  # nothing to train
         if done["status"] == "diverged":
             raise diverged_error(done, ckpt.record)
+        print(f"{ckpt.record}: this run already finished; nothing to train", file=sys.stderr)
         return ckpt.final
     ckpt.restart()
     dev = resolve_device(device)
@@ -264,7 +264,7 @@ def _last_logged_loss(path: Path) -> float | None:
 def diverged_error(record: dict, where: Path) -> NonFiniteLoss:
     """The NonFiniteLoss of a diverged run's record (a re-run of the same run reports it again)."""
     return NonFiniteLoss(f"step {record['step']}: non-finite {', '.join(record['terms'])} "
-                         f"(last finite loss {record['last_finite_loss']}); recorded in {where}",
+                         f"(last finite loss {record['last_finite_loss']}); recorded in {where} before: nothing trained",
                          record["step"], record["terms"], record["last_finite_loss"])
 
 
