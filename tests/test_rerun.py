@@ -96,7 +96,7 @@ def test_a_regenerated_data_split_retrains(repo):
 
 
 def test_another_coco_pipeline_retrains_the_cell_and_its_metrics_name_the_new_run(repo):
-    """The issue of a stale model: changing only where a COCO cell's features come from."""
+    """A stale model: only where a COCO cell's features come from changes; the cell trains again on them."""
     run, metrics = Path("results/runs/coco/sa/seed0"), "results/metrics/coco/sa/seed0.json"
     before, weights = state(repo, run)
     assert [(r["kind"], r["pipeline"]) for r in before["inputs"]] == [("split", "authors"), ("features", "authors")]
