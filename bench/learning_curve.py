@@ -44,8 +44,9 @@ def prepare(workdir: Path, n_train: int, n_eval: int, resolution: int) -> tuple[
 
 
 def fg_ari_now(cfg: dict, run_dir: Path, eval_set, device: str) -> float:
-    """FG-ARI (percent) of the checkpoint in `run_dir` on the evaluation scenes."""
-    ck = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)
+    """FG-ARI (percent) of the checkpoint in `run_dir` (model.pt once the run finished) on the evaluation scenes."""
+    path = run_dir / "ckpt.pt" if (run_dir / "ckpt.pt").exists() else run_dir / "model.pt"
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     model, _ = build_cell(cfg)
     model.load_state_dict(ck["model"])
     metrics, _ = evaluate_model(model.to(device).eval(), eval_set, batch_size=64, n_samples=0, device=device,

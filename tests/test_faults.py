@@ -457,8 +457,8 @@ def test_log_truncation_failure_keeps_the_log_and_partial_rows_are_dropped(tmp_p
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref" / "log.csv").drop(columns="sec"),
                                   pd.read_csv(run / "log.csv").drop(columns="sec"))
     # a log that never got its header onto the disk (killed in the first steps) starts afresh
-    (run / "ckpt.pt").unlink()
-    (run / "model.pt").unlink()
+    for name in ("ckpt.pt", "model.pt", "run.json"):  # the finished run's files: a new run of the same cell
+        (run / name).unlink(missing_ok=True)
     (run / "log.csv").write_text("")
     train(cfg, tiny_dataset(), run, progress=False)
     assert list(pd.read_csv(run / "log.csv").step) == list(range(1, 13))
@@ -474,7 +474,7 @@ def test_evaluate_outputs_are_never_half_written(replica, tmp_path, monkeypatch)
     m, s = tmp_path / "metrics" / "seed0.json", tmp_path / "samples" / "seed0.npz"
     argv = ["evaluate", "--config", str(replica / "preset.yaml"), "--cell", "cmdsprites/sa", "--run", str(run),
             "--data", str(replica / "train"), "--out", str(m), "--samples", str(s), "--device", "cpu",
-            "--provenance", str(tmp_path / "provenance" / "seed0.json")]
+            "--provenance", str(tmp_path / "provenance" / "seed0.json"), "--set", "train.steps=2"]
     assert main(argv) == 0
     prov = tmp_path / "provenance" / "seed0.json"
     good = {p: p.read_bytes() for p in (m, s, prov)}
@@ -704,7 +704,7 @@ BAD = {  # name: (argv builder(tmp_path), what the one line must name)
     "unfinished run": (lambda p: ["evaluate", "--config", str(ROOT / "config/test.yaml"), "--cell", "cmdsprites/sa",
                                   "--run", str(p / "run"), "--data", _fake_mdsprites(p), "--out", str(p / "m.json"),
                                   "--provenance", str(p / "prov.json")],
-                       "model.pt not found: the run has not finished"),
+                       "run.json not found: the run has not finished"),
 }
 
 

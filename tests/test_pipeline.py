@@ -1,28 +1,18 @@
 """The whole `test` preset DAG, raw data to report: every table, figure and the PDF appear,
 and the tables hold exactly the numbers of the metrics files they were made from."""
 import json
-import os
 import re
-import shutil
 
 import pandas as pd
 import pytest
 
-from workflow_repo import copy_repo, snakemake
+from workflow_repo import snakemake
+
+pytest_plugins = ["workflow_repo"]
 
 FIGURES = ["recon_cmdsprites_sa", "recon_cmdsprites_covloss", "recon_cmdsprites_cosineloss",
            "recon_cmdsprites_sa_more", "masks_coco", "masks_coco_more", "masks_coco_dinosaur",
            "curves_cmdsprites", "curves_coco", "sweep_beta"]
-
-
-@pytest.fixture(scope="module")
-def finished_all(tmp_path_factory):
-    """A copy of the repository in which the test preset's whole DAG (`all`) has run, once."""
-    if shutil.which("pdflatex") is None and os.environ.get("CI") == "true":
-        pytest.fail("pdflatex missing under CI: .ci/run installs it with scripts/install-latex.sh")
-    repo = copy_repo(tmp_path_factory.mktemp("all"))
-    snakemake(repo, "all", "--cores", "2")  # without pdflatex the report is drawn with matplotlib
-    return repo
 
 
 @pytest.mark.slow

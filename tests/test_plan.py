@@ -183,8 +183,8 @@ def test_train_runtime_reads_the_plan(tmp_path):
 def test_snakemake_train_job_gets_the_planned_runtime(tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump({"cells": {"cmdsprites/sa": {"steps": 10, "runtime_min": 123}}}))
-    proc = subprocess.run([str(BIN / "snakemake"), "-n", "--nolock", "results/runs/cmdsprites/sa/seed0/model.pt",
-                           "results/runs/cmdsprites/covloss/seed0/model.pt", "--configfile", "config/test.yaml",
+    proc = subprocess.run([str(BIN / "snakemake"), "-n", "--nolock", "results/runs/cmdsprites/sa/seed0/run.json",
+                           "results/runs/cmdsprites/covloss/seed0/run.json", "--configfile", "config/test.yaml",
                            "--config", f"plan={plan}"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = [block for block in proc.stdout.split("rule ")[1:] if block.startswith("train:")]

@@ -1,5 +1,6 @@
 """Checkpoints are data, not code: a file crafted to run a command when unpickled is refused
 with one line naming it, by every command that reads a checkpoint, model or weights file."""
+import json
 import os
 import pickle
 import re
@@ -73,12 +74,23 @@ COMMANDS = {  # (poisoned file in the run folder, argv after `slotcov`)
 }
 
 
+def finished_record(run: Path) -> None:
+    """run.json of a finished cmdsprites/sa seed-0 run under the test preset (its model.pt is the poison)."""
+    from slotcov import config as C
+
+    cfg = C.resolve_cell(C.load(CONFIG), "cmdsprites/sa", {"train": {"seed": 0}})
+    (run / "run.json").write_text(json.dumps({"status": "finished", "run_id": "x", "config_hash": C.config_hash(cfg),
+                                              "inputs": [], "steps": 1}))
+
+
 @pytest.mark.parametrize("how", ["torch.save", "pickle.dump"])
 @pytest.mark.parametrize("case", list(COMMANDS))
 def test_poisoned_checkpoint_is_refused_in_one_line(case, how, split, tmp_path):
     name, make_argv = COMMANDS[case]
     marker, run = tmp_path / "MARKER", tmp_path / "results/runs/cmdsprites/sa/seed0"
     bad = poison(run / name, marker, how)
+    if case in ("evaluate", "probe"):  # they reach model.pt through the run record
+        finished_record(run)
     argv = make_argv(run, split, tmp_path)
     proc = slotcov(*argv, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr

@@ -139,7 +139,7 @@ def test_skip_nonfinite_option(tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
     train(tiny_cell(steps=12), tiny_dataset(), tmp_path, progress=False, stop_after=4)
-    with pytest.raises(UserError, match="different config"):
+    with pytest.raises(UserError, match=r"ckpt.pt of another run \(changed: the cell settings\)"):
         train(tiny_cell(steps=12, lr=1e-3), tiny_dataset(), tmp_path, progress=False)
 
 
@@ -147,10 +147,10 @@ def test_a_stale_checkpoint_is_refused_unless_the_flag_drops_it(tmp_path, capsys
     """`--drop-stale-checkpoint` (drop_stale=True): a ckpt.pt of other settings goes, the run starts afresh."""
     train(tiny_cell(steps=8, lr=1e-3), tiny_dataset(), tmp_path / "run", progress=False, stop_after=4)
     cfg = tiny_cell(steps=8)
-    with pytest.raises(UserError, match="different config.*--drop-stale-checkpoint"):
+    with pytest.raises(UserError, match="of another run .*--drop-stale-checkpoint"):
         train(cfg, tiny_dataset(), tmp_path / "run", progress=False)
     train(cfg, tiny_dataset(), tmp_path / "run", progress=False, stop_after=4, drop_stale=True)
-    assert "ckpt.pt: removed, it belongs to other settings" in capsys.readouterr().err
+    assert "removed ckpt.pt of another run (changed: the cell settings)" in capsys.readouterr().err
     train(cfg, tiny_dataset(), tmp_path / "run", progress=False, drop_stale=True)  # its own checkpoint: kept
     assert "removed" not in capsys.readouterr().err
     train(cfg, tiny_dataset(), tmp_path / "fresh", progress=False)
@@ -297,7 +297,8 @@ def test_the_cli_flag_drops_a_stale_checkpoint(cli_split, tmp_path):
     refused = train_cli(p, split, tmp_path / "run", {})
     assert refused.returncode == 2 and "--drop-stale-checkpoint" in refused.stderr, refused.stderr
     proc = train_cli(p, split, tmp_path / "run", {}, "--drop-stale-checkpoint")
-    assert proc.returncode == 0 and "ckpt.pt: removed, it belongs to other settings" in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and "removed ckpt.pt of another run (changed: the cell settings)" in proc.stderr, \
+        proc.stderr
     assert_same_weights(weights(tmp_path / "ref"), weights(tmp_path / "run"))
 
 

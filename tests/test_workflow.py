@@ -40,7 +40,7 @@ def test_all_plans_every_cell_of_each_preset(fresh_repo):
 def test_single_cell_plans_only_its_chain(fresh_repo):
     counts, out = plan(fresh_repo, "results/metrics/cmdsprites/covloss/seed0.json")
     assert counts == {"make_mdsprites": 1, "convert_mdsprites": 2, "train": 1, "evaluate": 1}
-    assert "results/runs/cmdsprites/covloss/seed0/model.pt" in out
+    assert "results/runs/cmdsprites/covloss/seed0/run.json" in out
     counts, _ = plan(fresh_repo, "results/metrics/coco/dinosaur/seed0.json")
     assert counts == {"make_coco": 2, "prepare_coco": 3, "extract_features": 3, "train": 1, "evaluate": 1}
     counts, _ = plan(fresh_repo, "results/metrics/coco/dinosaur/seed1.json", configfile="config/paper.yaml")

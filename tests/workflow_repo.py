@@ -1,8 +1,9 @@
-"""Shared by test_workflow.py and test_dvc.py (loaded with `pytest_plugins`): a throwaway
-copy of the repository as a git + DVC repo, and one finished run of the test preset in it.
+"""Shared by the workflow tests (loaded with `pytest_plugins`): throwaway copies of the repository
+in which the test preset has run.
 
-The run is the cheap subset TARGETS (two ColoredMDSprites cells: 7 jobs);
-it is made once per session, and each test leaves it finished when it ends.
+`finished_repo`: a git + DVC repo with the cheap subset TARGETS made (two ColoredMDSprites cells:
+7 jobs); each test leaves it finished when it ends. `finished_all`: the whole DAG (`all`), made
+once per session; test_pipeline.py reads it, then test_rerun.py runs jobs in it again.
 """
 import os
 import re
@@ -75,4 +76,14 @@ def finished_repo(tmp_path_factory) -> Path:
     if not (repo / ".dvc").exists():
         run(repo, str(BIN / "dvc"), "init", "-q")
     snakemake(repo, "--cores", "2", *TARGETS)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def finished_all(tmp_path_factory) -> Path:
+    """A copy of the repository in which the test preset's whole DAG (`all`) has run, once."""
+    if shutil.which("pdflatex") is None and os.environ.get("CI") == "true":
+        pytest.fail("pdflatex missing under CI: .ci/run installs it with scripts/install-latex.sh")
+    repo = copy_repo(tmp_path_factory.mktemp("all"))
+    snakemake(repo, "all", "--cores", "2")  # without pdflatex the report is drawn with matplotlib
     return repo

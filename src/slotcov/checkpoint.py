@@ -2,26 +2,34 @@
 
 ckpt.pt is written every `checkpoint_every` steps, at the last step, when a run stops early
 (`stop_after`) and when SIGTERM/SIGUSR1 arrives, at most once per step; model.pt when all steps
-are done. Every write is atomic (a temporary file, then a rename), and reading one never runs code.
+are done, then the run record run.json (`{"status": "finished" | "diverged", "run_id", ...}`).
+Each file records the run's identity (slotcov.identity); resuming is for interrupted runs of the
+same identity only. Every write is atomic (a temporary file, then a rename), and reading one never
+runs code.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import pickle
 import signal
+import sys
 import threading
 import warnings
 from pathlib import Path
 
 import torch
 
+from slotcov import identity
 from slotcov.errors import UserError
-from slotcov.io import atomic_path
+from slotcov.io import atomic_path, write_json
+from slotcov.step import NonFiniteLoss
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job was asked to stop and checkpointed; resubmit to resume
 CKPT_KEYS = {"ckpt.pt": ("model", "head", "optimizer", "step", "rng", "config", "config_hash"),
              "model.pt": ("model", "head", "config", "config_hash")}
 STALE_FLAG = "--drop-stale-checkpoint"
+RECORD = "run.json"  # the run's record: the train job's declared output
 
 
 class Preempted(RuntimeError):
@@ -75,35 +83,95 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-class Checkpointer:
-    """The run folder's checkpoints: resume from ckpt.pt, write it when due (once per step), finish with model.pt."""
+def read_record(run_dir: str | Path) -> dict:
+    """The run record run.json of a run folder: {"status": "finished" | "diverged", "run_id", ...}."""
+    path = Path(run_dir) / RECORD
+    if not path.exists():
+        raise UserError(f"{path} not found: the run has not finished; train it first (slotcov train)")
+    try:
+        record = json.loads(path.read_text())
+        record["status"], record["run_id"]  # noqa: B018 - a record without them is no run record
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(f"{path}: not a run record ({type(err).__name__}: {err}); delete it and train the run "
+                        "again (slotcov train)") from None
+    return record
 
-    def __init__(self, out: Path, cfg: dict, digest: str):
-        self.path, self.final = out / "ckpt.pt", out / "model.pt"
-        self.cfg, self.digest = cfg, digest
+
+class Checkpointer:
+    """The run folder's files: resume ckpt.pt (interrupted runs only), write it when due, finish with model.pt.
+
+    Every file records the run's identity (slotcov.identity); one of another identity is never resumed
+    or reported: it is refused, or removed with STALE_FLAG. run.json, the run's record, is written last
+    when a run finishes or diverges; without it (Snakemake deletes it before it runs the job again) the
+    run trains from step 0, and a checkpoint of a finished or diverged run is never resumed.
+    """
+
+    def __init__(self, out: Path, cfg: dict, digest: str, inputs: list[dict] | None = None):
+        self.out, self.path, self.final, self.record = out, out / "ckpt.pt", out / "model.pt", out / RECORD
+        self.cfg, self.digest, self.inputs = cfg, digest, list(inputs or [])
+        self.run_id = identity.run_id(digest, self.inputs)
         self.every, self.steps = cfg["train"]["checkpoint_every"], cfg["train"]["steps"]
         self.written: int | None = None  # the step of the last checkpoint this process wrote
 
-    def finished(self) -> bool:
-        """model.pt exists and was trained with these settings."""
-        fix = "delete it and run the same command again to retrain"
-        return self.final.exists() and load_checkpoint(self.final, fix)["config_hash"] == self.digest
+    def _identity(self) -> dict:
+        return {"run_id": self.run_id, "config_hash": self.digest, "inputs": self.inputs}
 
-    def drop_stale(self) -> bool:
-        """Delete ckpt.pt when it was written under other settings (an unreadable one stays, for resume() to refuse)."""
-        if not self.path.exists() or load_checkpoint(self.path)["config_hash"] == self.digest:
-            return False
-        self.path.unlink()
-        return True
+    def _recorded(self, path: Path) -> dict:
+        """The identity a run file records (run.json, model.pt or ckpt.pt)."""
+        if path == self.record:
+            return read_record(self.out)
+        return load_checkpoint(path, "delete it and run the same command again to retrain")
+
+    def stale(self) -> dict[Path, str]:
+        """The run files of another identity in the folder, each with what changed."""
+        out = {}
+        for path in (self.record, self.final, self.path):
+            if path.exists() and (old := self._recorded(path)).get("run_id") != self.run_id:
+                out[path] = identity.difference(old, self.digest, self.inputs)
+        return out
+
+    def clear_stale(self, drop: bool) -> str | None:
+        """Refuse the files of another run (UserError), or with `drop` delete them and say so in one line."""
+        stale = self.stale()
+        if not stale:
+            return None
+        names, why = ", ".join(p.name for p in stale), next(iter(stale.values()))
+        if not drop:
+            raise UserError(f"{self.out}: {names} of another run ({why}); delete {'it' if len(stale) == 1 else 'them'}, "
+                            f"choose another output folder, or pass {STALE_FLAG}")
+        for path in stale:
+            path.unlink()
+        return f"{self.out}: removed {names} of another run ({why}); training from step 0"
+
+    def result(self) -> dict | None:
+        """This run's record when it already finished (with model.pt) or diverged: nothing to train."""
+        if not self.record.exists():
+            return None
+        record = read_record(self.out)
+        done = record["status"] == "diverged" or (record["status"] == "finished" and self.final.exists())
+        return record if record["run_id"] == self.run_id and done else None
+
+    def restart(self) -> None:
+        """Delete a model.pt or run.json an earlier job of this run left: the run is trained again."""
+        for path in (self.record, self.final):
+            path.unlink(missing_ok=True)
 
     def resume(self, model, head, opt, device: torch.device) -> int:
-        """Load ckpt.pt (weights, optimizer, RNG states) into the run; return its step (0 without one)."""
+        """Load ckpt.pt of an interrupted run (weights, optimizer, RNG states); return its step (0 without one).
+
+        The checkpoint of a finished or diverged run is deleted instead: a new job trains from step 0.
+        """
         if not self.path.exists():
             return 0
         ck = load_checkpoint(self.path)
-        if ck["config_hash"] != self.digest:
-            raise UserError(f"{self.path} belongs to a different config (hash {ck['config_hash']} != {self.digest}); "
+        if ck.get("run_id") != self.run_id:
+            raise UserError(f"{self.path} of another run ({identity.difference(ck, self.digest, self.inputs)}); "
                             f"delete {self.path.parent}, choose another output folder, or pass {STALE_FLAG}")
+        if ck["step"] >= self.steps or ck.get("diverged"):
+            print(f"{self.path}: the checkpoint of a {'diverged' if ck.get('diverged') else 'finished'} run "
+                  "is never resumed: training from step 0", file=sys.stderr)
+            self.path.unlink()
+            return 0
         model.load_state_dict(ck["model"])
         head.load_state_dict(ck["head"])
         opt.load_state_dict(ck["optimizer"])
@@ -119,13 +187,31 @@ class Checkpointer:
         if step == self.written:
             return
         save_checkpoint(self.path, model=model.state_dict(), head=head.state_dict(), optimizer=opt.state_dict(),
-                        step=step, rng=rng_state(device), config=self.cfg, config_hash=self.digest)
+                        step=step, rng=rng_state(device), config=self.cfg, **self._identity())
         self.written = step
 
-    def finish(self, step: int, model, head) -> Path:
+    def finish(self, step: int, model, head, resumed_from: int) -> Path:
+        """model.pt, then the record {"status": "finished"}; the finished run's ckpt.pt goes."""
         save_checkpoint(self.final, model=model.state_dict(), head=head.state_dict(), config=self.cfg,
-                        config_hash=self.digest, steps=step)
+                        steps=step, **self._identity())
+        self.path.unlink(missing_ok=True)
+        write_json(self.record, {"status": "finished", **self._identity(), "steps": step,
+                                 "resumed_from": resumed_from})
         return self.final
+
+    def diverge(self, err: NonFiniteLoss, resumed_from: int) -> dict:
+        """Record a run stopped by a non-finite loss or gradient; mark its last good ckpt.pt as never to resume."""
+        kept = None
+        if self.path.exists():
+            ck = load_checkpoint(self.path)
+            if ck.get("run_id") == self.run_id:
+                save_checkpoint(self.path, **{**ck, "diverged": {"step": err.step, "terms": err.terms}})
+                kept = self.path.name
+        record = {"status": "diverged", **self._identity(), "steps": err.step, "step": err.step,
+                  "terms": err.terms, "last_finite_loss": err.last_finite_loss, "resumed_from": resumed_from,
+                  "last_good_checkpoint": kept}
+        write_json(self.record, record)
+        return record
 
 
 class Signals:

@@ -96,8 +96,9 @@ def read_side(results, cell: str, test: dict, metric=None, pipeline=None) -> dic
     if test["source"] == "log":
         for seed, run in _seed_paths(results / "runs" / cell, "seed*").items():
             side["found"].add(seed)
-            flag = results / "metrics" / cell / f"seed{seed}.json"
-            if flag.is_file() and _diverged(read_json(flag)):
+            flag, record = results / "metrics" / cell / f"seed{seed}.json", run / "run.json"
+            if (flag.is_file() and _diverged(read_json(flag))) or \
+                    (record.is_file() and read_json(record).get("status") == "diverged"):
                 side["diverged"].add(seed)
                 continue
             log = pd.read_csv(run / "log.csv") if (run / "log.csv").is_file() else pd.DataFrame()
@@ -120,6 +121,12 @@ def read_side(results, cell: str, test: dict, metric=None, pipeline=None) -> dic
     if test["source"] == "failures":
         side["diverged"] = {s for s, v in side["values"].items() if v}
     return side
+
+
+def failure_rate(results, source: str, cell: str) -> tuple[int, int]:
+    """(diverged, total) seeds of a cell, from its metrics files (probe files for source "probe")."""
+    files = _seed_paths(Path(results) / ("probe" if source == "probe" else "metrics") / cell, "seed*.json")
+    return sum(read_json(path).get("diverged") == 1 for path in files.values()), len(files)
 
 
 def coco_variants(results) -> tuple[list[str], list[str]]:

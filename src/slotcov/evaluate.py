@@ -3,7 +3,11 @@
 Predicted masks are resized to the ground-truth resolution (bilinear, as in DINOSAUR's
 evaluation, or nearest, as in the paper authors' DINOSAUR evaluation) and arg-maxed over slots.
 Writes a metrics JSON (numbers only), a provenance JSON (--provenance: results/provenance/...,
-where DVC does not read it as metrics) and a samples NPZ for the figures.
+where DVC does not read it as metrics) and a samples NPZ for the figures. The run is read through
+its record run.json: a run trained with other settings than the config gives is refused; a run
+that diverged gets `{"diverged": 1, "diverged_step": N}` and a samples NPZ holding only the flag
+`diverged` (figures skip it); a finished run's metrics carry `"diverged": 0`. Provenance names the
+scored run (`run_id`, its training inputs' digests).
 
 A COCO cell is evaluated under every COCO pipeline given (`--pipeline NAME DATA FEATURES`,
 docs/fidelity.md "COCO pipelines and FG-ARI"): the metrics JSON holds the primary pipeline's
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from slotcov import identity
 from slotcov.io import atomic_path, write_json
 from slotcov.losses import covariance_loss
 from slotcov.errors import UserError
@@ -140,7 +145,8 @@ def _store_settings(manifest: dict) -> list[str]:
 
 
 def _train_pipeline(config: dict, dataset: str) -> str:
-    """The pipeline whose features a trained cell read: COCO cells train on data.coco.primary."""
+    """The pipeline a trained cell's data came from, as the config says (COCO cells train on
+    data.coco.primary); the run record's inputs, when they name one, replace it (identity.provenance_fields)."""
     return config["data"]["coco"]["primary"] if dataset == "coco" else dataset
 
 
@@ -198,6 +204,32 @@ def _check_scored_on(name: str, data: Path) -> None:
                         f"pass data/coco/eval-{name} (and its features) for {name}")
 
 
+def scored_run(config: dict, source: str, cell: str, run_dir, seed: int, sets: list[str]) -> tuple[dict, dict]:
+    """The run record of `run_dir` and the cell settings `config` resolves for it (seed, --set), checked equal.
+
+    A run trained with other settings than these is refused in one line: its numbers would be
+    reported under settings it did not have.
+    """
+    from slotcov import config as C
+    from slotcov.checkpoint import read_record
+    from slotcov.config import config_hash
+
+    record = read_record(run_dir)
+    overrides = C.deep_merge(C.parse_set(sets), {"train": {"seed": seed}})
+    C.check_override(overrides, "--set/--seed")
+    cfg = C.resolve_cell(config, cell, overrides)
+    if record.get("config_hash") != config_hash(cfg):
+        raise UserError(f"{run_dir}: trained with other settings than {source} gives {cell} seed {seed} (config hash "
+                        f"{record.get('config_hash')} != {config_hash(cfg)}); train it again with these, or pass the "
+                        "config, --seed and --set it was trained with")
+    return record, cfg
+
+
+def diverged_result(record: dict) -> dict:
+    """The metrics or probe JSON of a run that diverged: no numbers, where it stopped."""
+    return {"diverged": 1, "diverged_step": record["step"]}
+
+
 def cli_evaluate(argv: list[str]) -> int:
     import argparse
 
@@ -210,7 +242,7 @@ def cli_evaluate(argv: list[str]) -> int:
                                 description="Evaluate a trained cell (or the block-masks baseline) on a split.")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--cell", required=True, help="DATASET/METHOD; coco/blockmasks needs no --run")
-    p.add_argument("--run", help="finished run folder (holds model.pt)")
+    p.add_argument("--run", help="run folder (run.json; model.pt when the run finished)")
     p.add_argument("--data", help="prepared evaluation split (ColoredMDSprites)")
     p.add_argument("--pipeline", nargs=3, action="append", metavar=("NAME", "DATA", "FEATURES"), default=[],
                    help="COCO: a pipeline of data.coco.pipelines, its prepared split and feature store (repeatable)")
@@ -222,6 +254,9 @@ def cli_evaluate(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, help="default: the config's eval.batch_size")
     p.add_argument("--n-samples", type=int, help="default: the config's eval.n_samples")
     p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="the seed the run was trained with (as slotcov train)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a cell setting the run was trained with, as slotcov train's --set (repeatable)")
     args = p.parse_args(argv)
     config = C.load(args.config)
     batch_size = config["eval"]["batch_size"] if args.batch_size is None else args.batch_size
@@ -237,13 +272,17 @@ def cli_evaluate(argv: list[str]) -> int:
     for name, (data, _) in runs.items() if coco else ():
         _check_scored_on(name, Path(data))
     device = str(resolve_device(args.device))
-    model, cfg = None, None
+    model, cfg, record = None, None, None
     if args.cell != "coco/blockmasks":
         if not args.run:
             raise UserError(f"--run is required for {args.cell}")
-        model, _, cfg = load_trained(args.run, device)
+        record, cfg = scored_run(config, args.config, args.cell, args.run, args.seed, args.set)
+        if record["status"] == "finished":
+            model, _, cfg = load_trained(args.run, device)
     results, samples = {}, None
     for name, (data, feats) in runs.items():
+        if record is not None and model is None:
+            break  # a diverged run: no model to score
         dataset = open_dataset(args.cell.split("/")[0], data, feats)
         if model is None:
             results[name] = evaluate_blockmasks(dataset, C.block_mask_slots(config), batch_size,
@@ -253,15 +292,22 @@ def cli_evaluate(argv: list[str]) -> int:
         results[name], s = evaluate_model(model, dataset, batch_size, n_samples if name == primary else 0,
                                           device, upsample=upsample, authors_metric=coco)
         samples = s if name == primary else samples
-    metrics = dict(results[primary])
-    if coco:
-        metrics.update(pipeline=primary, pipelines=results)
+    if record is not None and record["status"] == "diverged":
+        metrics, samples = diverged_result(record), {"diverged": np.array(1)}  # figures skip such samples
+    else:
+        metrics = dict(results[primary])
+        if coco:
+            metrics.update(pipeline=primary, pipelines=results)
+        if record is not None:
+            metrics["diverged"] = 0
     out = Path(args.out)
     data_dir, feats = runs[primary]
     prov = provenance(config, args.cell, cfg, Path(args.run) if args.run else None, Path(data_dir),
                       Path(feats) if feats else None, device)
     if coco:
         prov["eval_pipelines"] = ", ".join(runs)
+    if record is not None:
+        prov.update(identity.provenance_fields(record))
     write_json(args.provenance, prov)
     if samples is not None and args.samples:
         with atomic_path(args.samples, suffix=".npz") as tmp:

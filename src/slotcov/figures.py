@@ -216,7 +216,7 @@ def _recon_figures(results_dir: Path, out_dir: Path) -> list[Path]:
         sample = first_sample(results_dir, "cmdsprites", method)
         for name, n_rows in [(f"recon_cmdsprites_{method}", 3), (f"recon_cmdsprites_{method}_more", 8)]:
             if sample is None:
-                _drop_stale(out_dir, name, f"no results/samples/cmdsprites/{method}/seed*.npz")
+                _drop_stale(out_dir, name, f"no results/samples/cmdsprites/{method}/seed*.npz of a finished run")
                 continue
             title = f"{paper.LABELS[method]} on ColoredMDSprites (seed {sample['seed']})"
             cols, panels = _recon_panels(sample, n_rows)
@@ -232,7 +232,7 @@ def _mask_figures(results_dir: Path, out_dir: Path) -> list[Path]:
                                   ("masks_coco_dinosaur", list(paper.TABLE3), 6)]:
         samples = {paper.LABELS[m]: s for m in methods if (s := first_sample(results_dir, "coco", m)) is not None}
         if not samples:
-            _drop_stale(out_dir, name, f"no results/samples/coco/{{{','.join(methods)}}}/seed*.npz")
+            _drop_stale(out_dir, name, f"no results/samples/coco/{{{','.join(methods)}}}/seed*.npz of a finished run")
             continue
         missing = [m for m in methods if paper.LABELS[m] not in samples]
         if missing:

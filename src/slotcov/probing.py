@@ -242,8 +242,9 @@ def cli_probe(argv: list[str]) -> int:
     from pathlib import Path
 
     from slotcov import config as C
+    from slotcov import identity
     from slotcov.data import open_dataset
-    from slotcov.evaluate import provenance
+    from slotcov.evaluate import diverged_result, provenance, scored_run
     from slotcov.io import write_json
     from slotcov.io import resolve_device
     from slotcov.train import load_trained
@@ -251,21 +252,28 @@ def cli_probe(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="slotcov probe", description="Property probing of a trained ColoredMDSprites cell.")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--cell", required=True, help="cmdsprites/METHOD")
-    p.add_argument("--run", required=True, help="finished run folder (model.pt)")
+    p.add_argument("--run", required=True, help="run folder (run.json; model.pt when the run finished)")
     p.add_argument("--data", required=True, help="the probe split: training, validation, then test scenes")
     p.add_argument("--out", required=True, help="probe JSON (numbers only: the DVC metrics)")
     p.add_argument("--provenance", required=True, metavar="PATH",
                    help="provenance JSON, e.g. results/provenance/probe/...")
     p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="the seed the run was trained with (as slotcov train)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a cell setting the run was trained with, as slotcov train's --set (repeatable)")
     args = p.parse_args(argv)
     config = C.load(args.config)
     device = str(resolve_device(args.device))
-    model, _, cfg = load_trained(args.run, device)
-    result = probe_all(model, open_dataset("cmdsprites", args.data), config["probe"], device)
+    record, cfg = scored_run(config, args.config, args.cell, args.run, args.seed, args.set)
+    if record["status"] == "finished":
+        model, _, cfg = load_trained(args.run, device)
+        result = {**probe_all(model, open_dataset("cmdsprites", args.data), config["probe"], device), "diverged": 0}
+    else:
+        result = diverged_result(record)
     prov = provenance(config, args.cell, cfg, Path(args.run), Path(args.data), None, device)
     prov.update(probe_protocol=config["probe"]["protocol"],
                 probe_resample_slots=str(config["probe"]["resample_slots"]).lower())
-    write_json(args.provenance, prov)
+    write_json(args.provenance, {**prov, **identity.provenance_fields(record)})
     write_json(args.out, result)
     print(json.dumps({"cell": args.cell, **result}), file=sys.stdout)
     return 0

@@ -43,7 +43,8 @@ Through Covariance Regularization}
 \maketitle
 %(scope)s
 Every number below is recomputed from the result files present when this report was built;
-a dash marks a cell that has not run. The paper's value stands beside each reproduced value;
+a dash marks a cell that has not run, and ``diverged $k/n$'' a cell where $k$ of its $n$ seeds stopped
+at a non-finite loss (the mean is over the others). The paper's value stands beside each reproduced value;
 marks flag cells that ran in another setting than the paper's (see the notes under each table
 and the provenance table at the end).
 

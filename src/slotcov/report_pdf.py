@@ -22,7 +22,7 @@ from slotcov.errors import UserError
 from slotcov.figures import FIGURES
 from slotcov.io import atomic_path
 from slotcov.results import PROVENANCE_HEADER, claims_file, log, provenance_table
-from slotcov.tables import MARKS
+from slotcov.tables import MARKS, diverged_note
 
 NO_LATEX = "built without LaTeX ({reason}); install TeX Live (make latex) for the typeset report"
 PAGE = (8.27, 11.69)  # A4 portrait, inches
@@ -132,12 +132,14 @@ def _table(doc: _Doc, heading: str, header: list[str], rows: list[list[str]], ch
 
 
 def _cell(row: pd.Series, digits: int) -> str:
+    """mean ± std (n) of a table cell, with "diverged k/n" when some of its seeds diverged."""
+    note = diverged_note(row)
     if row["n"] == 0 or pd.isna(row["mean"]):
-        return "–"
+        return note or "–"
     text = f"{row['mean']:.{digits}f}"
     if row["n"] > 1:
         text += f" ± {row['std']:.{digits}f}"
-    return f"{text} ({int(row['n'])})"
+    return f"{text} ({int(row['n'])})" + (f", {note}" if note else "")
 
 
 def _label(key: str) -> str:
@@ -251,7 +253,8 @@ def _title_page(doc: _Doc, results_dir, sections: list[str], note: str) -> None:
     fig.text(0.5, 0.66, _wrap(note, 70), fontsize=11, ha="center", va="top", color="darkred",
              bbox={"boxstyle": "round,pad=0.6", "facecolor": "#fff3f0", "edgecolor": "darkred"})
     intro = ("Every number below is recomputed from the result files present when this report was built; "
-             "a dash marks a cell that has not run. The paper's value stands beside each reproduced value; "
+             "a dash marks a cell that has not run, and \"diverged k/n\" a cell where k of its n seeds stopped "
+             "at a non-finite loss (the mean is over the others). The paper's value stands beside each reproduced value; "
              "marks flag cells that ran in another setting than the paper's (see the notes under each table "
              "and the provenance table at the end).")
     fig.text(LEFT, 0.55, _wrap(intro, 95), fontsize=10, va="top", linespacing=1.5)

@@ -99,12 +99,12 @@ def load_logs(results_dir, dataset: str) -> dict[str, pd.DataFrame]:
 
 
 def first_sample(results_dir, dataset: str, method: str) -> dict | None:
-    """The samples NPZ of a cell's lowest seed (its arrays and "seed"), or None."""
-    paths = sorted(Path(results_dir, "samples", dataset, method).glob("seed*.npz"), key=seed_of)
-    if not paths:
-        return None
-    with np.load(paths[0]) as z:
-        return {k: z[k] for k in z.files} | {"seed": seed_of(paths[0])}
+    """The samples NPZ of a cell's lowest seed that finished (its arrays and "seed"), or None."""
+    for path in sorted(Path(results_dir, "samples", dataset, method).glob("seed*.npz"), key=seed_of):
+        with np.load(path) as z:
+            if "diverged" not in z.files:  # a diverged run's NPZ holds only that flag
+                return {k: z[k] for k in z.files} | {"seed": seed_of(path)}
+    return None
 
 
 def coco_pipelines(metrics: pd.DataFrame) -> tuple[str, str]:

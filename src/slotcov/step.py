@@ -21,7 +21,15 @@ from slotcov.losses import regulariser_terms, weighted_total
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss or the gradient norm stopped being finite."""
+    """The loss or the gradient norm stopped being finite at update `step` (0-based): the run diverged.
+
+    `terms`: the non-finite quantities by name; `last_finite_loss`: the loss of the last checked step
+    before it (None when unknown).
+    """
+
+    def __init__(self, message: str, step: int, terms: list[str], last_finite_loss: float | None):
+        super().__init__(message)
+        self.step, self.terms, self.last_finite_loss = step, terms, last_finite_loss
 
 
 @dataclass
@@ -101,6 +109,7 @@ class NonFiniteMonitor:
         self.late = device.type == "cuda"  # elsewhere the numbers are on the host at once: check each step
         self.report, self.ckpt_path = report, ckpt_path
         self.pending: StepNumbers | None = None
+        self.last_loss: float | None = None  # of the last step checked finite
 
     def push(self, numbers: StepNumbers) -> None:
         """Check the step held back (one step late), hold `numbers`; on the CPU check them now."""
@@ -115,9 +124,11 @@ class NonFiniteMonitor:
         if numbers is None:
             return
         named = numbers.values()
-        if not np.all(np.isfinite(list(named.values()))):
+        bad = [k for k, v in named.items() if not np.isfinite(v)]
+        if bad:
             detail = ", ".join(f"{k}={v:.6g}" for k, v in named.items())
             kept = self.ckpt_path if self.ckpt_path.exists() else "none"
             raise NonFiniteLoss(f"step {numbers.step}: non-finite loss or gradient ({detail}); "
-                                f"last good checkpoint kept at {kept}")
+                                f"last good checkpoint kept at {kept}", numbers.step, bad, self.last_loss)
+        self.last_loss = named["loss"]
         self.report(numbers.step, numbers.lr, named)

@@ -1,8 +1,9 @@
 """Tables 1-3 of the paper from the metrics and probing files: CSV, LaTeX and a numbers file.
 
-Each cell is the mean +- std over seeds with n, the paper's value beside it, and a mark
-wherever the run differs from the paper's setting (replica or synthetic data, random-weight
-encoder, another COCO pipeline, another probe, a reduced preset, non-paper knobs, no provenance).
+Each cell is the mean +- std over the seeds that finished with n ("diverged k/n" beside it when
+k of the n seeds found diverged), the paper's value beside it, and a mark wherever the run
+differs from the paper's setting (replica or synthetic data, random-weight encoder, another
+COCO pipeline, another probe, a reduced preset, non-paper knobs, no provenance).
 
     slotcov tables --results results --out reports/tables --numbers reports/numbers.tex
 """
@@ -82,8 +83,15 @@ def _pipeline_departures(values, dataset: str, method: str) -> str:
 
 def summarize(df: pd.DataFrame, dataset: str, methods: list[str], metrics: list[str],
               paper_values: dict) -> pd.DataFrame:
-    """Long table: one row per (method, metric) with mean, std (ddof 1), n, seeds, paper, marks."""
+    """Long table: one row per (method, metric) with mean, std (ddof 1), n, seeds, paper, marks.
+
+    mean, std, n and seeds are over the seeds that finished; n_diverged of the n_runs seeds found
+    diverged (their files hold `"diverged": 1` and no numbers).
+    """
     sel = df[df["dataset"] == dataset]
+    diverged = sel["diverged"].eq(1) if "diverged" in sel else pd.Series(False, index=sel.index)
+    runs = diverged.groupby(sel["method"]).agg(["size", "sum"])  # seeds found, seeds diverged
+    sel = sel[~diverged]  # a diverged seed has no numbers and never enters a mean
     long = (sel.melt(id_vars=["method", "seed"], value_vars=[m for m in metrics if m in sel], var_name="metric")
             .dropna(subset=["value"]))
     stats = long.groupby(["method", "metric"]).agg(
@@ -93,6 +101,8 @@ def summarize(df: pd.DataFrame, dataset: str, methods: list[str], metrics: list[
     out[["mean", "std"]] = out[["mean", "std"]].astype(float)
     out["n"] = out["n"].fillna(0).astype(int)
     out["seeds"] = out["seeds"].astype(object).fillna("")
+    out["n_diverged"] = out["method"].map(runs["sum"]).fillna(0).astype(int)
+    out["n_runs"] = out["method"].map(runs["size"]).fillna(0).astype(int)
     out.insert(0, "dataset", dataset)
     out["paper"] = [paper_values.get(key, np.nan) for key in zip(out["method"], out["metric"])]
     detail = {m: _marks(g, dataset, m) for m, g in sel.groupby("method")}
@@ -134,14 +144,22 @@ def _sup(keys) -> str:
     return f"$^{{{marks}}}$" if marks else ""  # math mode: Type 1 cmsy glyphs, no bitmap text-companion fonts
 
 
+def diverged_note(row) -> str:
+    """"diverged k/n" for a cell where k of its n seeds diverged, else ""."""
+    return f"diverged {row['n_diverged']}/{row['n_runs']}" if row.get("n_diverged", 0) else ""
+
+
 def _cell_tex(row, digits: int, with_n: bool = True, marks: bool = True) -> str:
+    note = diverged_note(row) if with_n else ""  # without n (Table 2) the row's label carries it
     if row["n"] == 0:
-        return "--"
+        return (note + (_sup(row["_detail"]) if marks else "")) if note else "--"
     text = f"{row['mean']:.{digits}f}"
     if row["n"] > 1:
         text = f"${text} \\pm {row['std']:.{digits}f}$"
     if with_n:
         text += r"\,{\scriptsize(" + str(row["n"]) + ")}"
+    if note:
+        text += r"\,{\scriptsize " + note + "}"
     return text + (_sup(row["_detail"]) if marks else "")
 
 
@@ -157,6 +175,9 @@ def _notes(summary: pd.DataFrame) -> str:
         if details:
             lines.append(_sup([key]) + " " + tex_escape(text.format(detail="; ".join(details))))
     lines.append(r"Cells: mean $\pm$ std over seeds, number of seeds in parentheses; -- = not run.")
+    if summary.get("n_diverged", pd.Series(dtype=int)).any():
+        lines.append("diverged $k/n$: $k$ of the $n$ seeds found stopped at a non-finite loss or gradient; "
+                     "mean, std and count are over the seeds that finished.")
     return "\\par\n".join(lines)
 
 
@@ -208,7 +229,8 @@ def _table2_tex(s: pd.DataFrame) -> str:
         rows = s[s["method"] == method].set_index("metric")
         n = int(rows["n"].max())
         ours = [_cell_tex(rows.loc[c], 4, with_n=False, marks=False) for c in paper.TABLE2_COLS]  # marks on the label
-        label = f"ours (n={n})" + _sup(rows["_detail"].iloc[0])
+        note = diverged_note(rows.iloc[0])
+        label = f"ours (n={n}{', ' + note if note else ''})" + _sup(rows["_detail"].iloc[0])
         body += paper.LABELS[method] + f" & {label} & " + " & ".join(ours) + " \\\\\n"
         body += " & paper & " + " & ".join(_paper_tex(rows.loc[c, "paper"], 4) for c in paper.TABLE2_COLS)
         body += " \\\\\n" + ("\\midrule\n" if i < len(paper.TABLE2) - 1 else "")
@@ -257,12 +279,15 @@ def _number_macros(prefix: str, s: pd.DataFrame, digits: int, by_metric: bool) -
         lines += [f"\\newcommand{{\\{name}Mean}}{{{fmt(row['mean'])}}}",
                   f"\\newcommand{{\\{name}Std}}{{{fmt(row['std'])}}}",
                   f"\\newcommand{{\\{name}N}}{{{row['n']}}}",
+                  f"\\newcommand{{\\{name}Diverged}}{{{row['n_diverged']}}}",
+                  f"\\newcommand{{\\{name}Runs}}{{{row['n_runs']}}}",
                   f"\\newcommand{{\\{name}Paper}}{{{fmt(row['paper'])}}}"]
     return lines
 
 
 def numbers_tex(t: dict[str, pd.DataFrame]) -> str:
-    """A \\newcommand for the mean, std, n and paper value of every table cell (\\TabOneCmdspritesSaMean)."""
+    """A \\newcommand for the mean, std, n, diverged and run counts and paper value of every table cell
+    (\\TabOneCmdspritesSaMean)."""
     lines = ["% Generated by `slotcov tables` from the result files; do not edit."]
     lines += _number_macros("TabOne", t["table1"], 2, by_metric=False)
     lines += _number_macros("TabTwo", t["table2"], 4, by_metric=True)

@@ -4,16 +4,19 @@ This module holds the loop, the schedule, the batches and the log; `slotcov.step
 (forward, loss, backward, clip, Adam) and the non-finite monitor; `slotcov.checkpoint` when and
 how checkpoints are written and read, and the SIGTERM/SIGUSR1 handling (exit 75).
 
-Files in the run folder:
-  ckpt.pt    the latest checkpoint (atomic; the previous one stays until the new is complete)
+Files in the run folder (each .pt and run.json records the run's identity, slotcov.identity):
+  ckpt.pt    the latest checkpoint of an interrupted run (atomic; the previous one stays until the new
+             is complete); deleted when the run finishes, marked never to resume when it diverges
   log.csv    every `log_every` steps: step,lr,loss,recon,cov,var,cos,grad_norm,sec
   model.pt   the final weights, written only when all steps are done
+  run.json   the run record, written last: {"status": "finished" | "diverged", "run_id", "steps", ...}
   events.out.tfevents.*  the log.csv numbers for TensorBoard (preset `monitor.tensorboard: true`)
 Progress: a tqdm bar on a terminal; without one (a Snakemake/SLURM job's log), a plain line
 every `monitor.progress_every_s` seconds at a logged step (slotcov.progress).
-A run restarted on the same folder resumes from ckpt.pt and ends with the same weights
-as an uninterrupted run (same seed, CPU): batches are a function of (seed, step) and the
-RNG states travel in the checkpoint.
+An interrupted run restarted on the same folder resumes from ckpt.pt and ends with the same
+weights as an uninterrupted run (same seed, CPU): batches are a function of (seed, step) and the
+RNG states travel in the checkpoint. Without run.json (a job Snakemake runs again) a finished
+run trains from step 0.
 """
 from __future__ import annotations
 
@@ -31,10 +34,11 @@ import torch
 from tqdm import tqdm
 
 from slotcov.cells import build_cell
-from slotcov.checkpoint import (EXIT_PREEMPTED, STALE_FLAG, Checkpointer, Preempted, Signals,  # noqa: F401
-                                load_checkpoint, save_checkpoint)
+from slotcov.checkpoint import (EXIT_PREEMPTED, RECORD, STALE_FLAG, Checkpointer, Preempted, Signals,  # noqa: F401
+                                load_checkpoint, read_record, save_checkpoint)
 from slotcov.config import config_hash
 from slotcov.errors import UserError
+from slotcov.identity import input_records
 from slotcov.io import atomic_path, remove_temps, resolve_device  # noqa: F401  (resolve_device: callers import it from here)
 from slotcov.progress import MONITOR, ProgressLine, monitor_settings
 from slotcov.step import NonFiniteLoss, NonFiniteMonitor, Update
@@ -177,24 +181,31 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
           stop_after: int | None = None, monitor: dict | None = None, drop_stale: bool = False) -> Path:
     """Train the cell `cfg` on `dataset` into `out_dir`; return the path of model.pt.
 
-    Resumes from out_dir/ckpt.pt when present; `drop_stale` deletes a ckpt.pt of other settings
-    first (else it is refused). `stop_after` ends the process's work after that many steps (as if
-    preempted, without the signal): used by tests. `monitor`: the preset's progress/TensorBoard
+    The run's identity is `cfg` plus the content of the dataset's files (slotcov.identity). An
+    interrupted run of this identity resumes from out_dir/ckpt.pt; a finished one returns at once.
+    Files of another identity are refused, or deleted with `drop_stale` (one line on stderr). A
+    non-finite loss or gradient writes the diverged record run.json and raises NonFiniteLoss (also
+    when that record is already there). `stop_after` ends the process's work after that many steps
+    (as if preempted, without the signal): used by tests. `monitor`: the preset's progress/TensorBoard
     settings (slotcov.progress.MONITOR); they move no number.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("ckpt.pt", "model.pt", "log.csv"):
+    for name in ("ckpt.pt", "model.pt", "log.csv", RECORD):
         remove_temps(out / name)  # left by a killed writer; never read
     t = cfg["train"]
+    ckpt = Checkpointer(out, cfg, config_hash(cfg), input_records(dataset))
+    if dropped := ckpt.clear_stale(drop_stale):
+        print(dropped, file=sys.stderr)
+    if (done := ckpt.result()) is not None:  # nothing to train
+        if done["status"] == "diverged":
+            raise diverged_error(done, ckpt.record)
+        print(f"{ckpt.record}: this run already finished; nothing to train", file=sys.stderr)
+        return ckpt.final
+    ckpt.restart()
     dev = resolve_device(device)
     if t["threads"]:
         torch.set_num_threads(t["threads"])
-    ckpt = Checkpointer(out, cfg, config_hash(cfg))
-    if drop_stale and ckpt.drop_stale():
-        print(f"{ckpt.path}: removed, it belongs to other settings of this cell", file=sys.stderr)
-    if ckpt.finished():
-        return ckpt.final
 
     torch.manual_seed(t["seed"])
     model, head = build_cell(cfg)
@@ -203,7 +214,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     if dev.type == "cuda" and cfg["model"]["kind"] != "dinosaur":
         model.to(memory_format=torch.channels_last)
     update = Update(model, head, cfg, dev)
-    step = ckpt.resume(model, head, update.opt, dev)
+    step = start = ckpt.resume(model, head, update.opt, dev)
     _truncate_log(out / "log.csv", step)  # also without a checkpoint: rows of a run killed before its first one
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
@@ -214,33 +225,62 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     with RunLog(out, t, step, {**MONITOR, **(monitor or {})}, progress) as log, Signals().caught() as signals, \
             Prefetcher(dataset, step, stop, t["batch_size"], t["seed"], dev) as feeder:
         checks = NonFiniteMonitor(dev, log.record, ckpt.path)
-        while step < stop:
-            _, batch = feeder.get()
-            numbers = update(batch, step, lr_at(step, t))
-            if numbers is not None:  # None: a non-finite batch skipped (train.skip_nonfinite)
-                checks.push(numbers)
-            step += 1
-            log.bar.update(1)
-            signalled = signals.name  # read once: a signal arriving later waits for the next step
-            if ckpt.due(step) or step == stop or signalled:
-                checks.settle()  # no checkpoint may hold weights of an unchecked step
-            if ckpt.due(step) or signalled:
-                ckpt.save(step, model, head, update.opt, dev)  # once per step, also when both hold
-            if signalled:
-                raise Preempted(f"{signalled} at step {step}: checkpoint written to {ckpt.path}; "
-                                f"run the same command again to resume")
+        try:
+            while step < stop:
+                _, batch = feeder.get()
+                numbers = update(batch, step, lr_at(step, t))
+                if numbers is not None:  # None: a non-finite batch skipped (train.skip_nonfinite)
+                    checks.push(numbers)
+                step += 1
+                log.bar.update(1)
+                signalled = signals.name  # read once: a signal arriving later waits for the next step
+                if ckpt.due(step) or step == stop or signalled:
+                    checks.settle()  # no checkpoint may hold weights of an unchecked step
+                if ckpt.due(step) or signalled:
+                    ckpt.save(step, model, head, update.opt, dev)  # once per step, also when both hold
+                if signalled:
+                    raise Preempted(f"{signalled} at step {step}: checkpoint written to {ckpt.path}; "
+                                    f"run the same command again to resume")
+        except NonFiniteLoss as err:
+            if err.last_finite_loss is None:  # diverged at the first step of this process: the log knows
+                err.last_finite_loss = _last_logged_loss(out / "log.csv")
+            ckpt.diverge(err, start)
+            raise
         if step < t["steps"]:
             ckpt.save(step, model, head, update.opt, dev)
             return ckpt.path
-        return ckpt.finish(step, model, head)
+        return ckpt.finish(step, model, head, start)
+
+
+def _last_logged_loss(path: Path) -> float | None:
+    """The loss of log.csv's last row, or None."""
+    with contextlib.suppress(OSError, ValueError, IndexError, KeyError):
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        return float(rows[-1]["loss"])
+    return None
+
+
+def diverged_error(record: dict, where: Path) -> NonFiniteLoss:
+    """The NonFiniteLoss of a diverged run's record (a re-run of the same run reports it again)."""
+    return NonFiniteLoss(f"step {record['step']}: non-finite {', '.join(record['terms'])} "
+                         f"(last finite loss {record['last_finite_loss']}); recorded in {where} before: nothing trained",
+                         record["step"], record["terms"], record["last_finite_loss"])
 
 
 def load_trained(run_dir: str | Path, device: str = "cpu"):
-    """The (model, head, cfg) of a finished run folder, in eval mode."""
+    """The (model, head, cfg) of a finished run folder, in eval mode: model.pt of the run its run.json records."""
+    record = read_record(run_dir)
     path = Path(run_dir) / "model.pt"
+    if record["status"] != "finished":
+        raise UserError(f"{Path(run_dir) / RECORD}: the run {record['status']} at step {record.get('step')} and "
+                        "has no model.pt; nothing to load")
     if not path.exists():
-        raise UserError(f"{path} not found: the run has not finished; train it first (slotcov train)")
+        raise UserError(f"{path} not found, though {RECORD} says the run finished; train it again (slotcov train)")
     ck = load_checkpoint(path, "delete it and re-run the train job (slotcov train) that writes it")
+    if ck.get("run_id") != record["run_id"]:
+        raise UserError(f"{path} is not the model of {Path(run_dir) / RECORD} (run {ck.get('run_id')} != "
+                        f"{record['run_id']}); train the run again (slotcov train {STALE_FLAG})")
     model, head = build_cell(ck["config"])
     model.load_state_dict(ck["model"])
     head.load_state_dict(ck["head"])
@@ -265,8 +305,9 @@ def cli_train(argv: list[str]) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a cell setting, e.g. --set reg.cov_weight=0.1 (repeatable)")
     p.add_argument(STALE_FLAG, action="store_true",
-                   help="delete a ckpt.pt of other settings in --out and start afresh (default: refuse it); "
-                        "for a workflow that re-runs a job because its settings changed")
+                   help="delete the run files (ckpt.pt, model.pt, run.json) of another run in --out, one whose "
+                        "settings or inputs differ, and start afresh (default: refuse them); for a workflow "
+                        "that re-runs a job because its settings or inputs changed")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (terminal) or progress lines (log: every monitor.progress_every_s seconds)")
     args = p.parse_args(argv)
@@ -277,17 +318,18 @@ def cli_train(argv: list[str]) -> int:
     C.check_cell(cfg, args.cell, args.config)
     dataset = open_dataset(args.cell.split("/")[0], args.data, args.features)
     try:
-        path = train(cfg, dataset, args.out, args.device, progress=not args.no_progress,
-                     monitor=monitor_settings(config), drop_stale=args.drop_stale_checkpoint)
+        train(cfg, dataset, args.out, args.device, progress=not args.no_progress,
+              monitor=monitor_settings(config), drop_stale=args.drop_stale_checkpoint)
     except Preempted as err:
         print(f"slotcov train: {err}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except NonFiniteLoss as err:
-        print(f"slotcov train: error: {err}", file=sys.stderr)
-        return 1
+    except NonFiniteLoss as err:  # a result: the run record says where and what
+        print(f"slotcov train: {args.cell} seed {args.seed} diverged: {err}", file=sys.stderr)
     except torch.OutOfMemoryError:
         print(f"slotcov train: error: out of GPU memory at batch size {cfg['train']['batch_size']} for {args.cell}; "
               f"lower it with --set train.batch_size=N or in the preset's datasets/methods section", file=sys.stderr)
         return 1
-    print(json.dumps({"cell": args.cell, "seed": args.seed, "output": str(path)}))
+    record = read_record(args.out)
+    summary = {k: record.get(k) for k in ("status", "run_id", "steps", "resumed_from", "step", "terms") if k in record}
+    print(json.dumps({"cell": args.cell, "seed": args.seed, **summary, "output": str(Path(args.out) / RECORD)}))
     return 0

@@ -47,7 +47,7 @@ DINO_FILE = "data/raw/weights/dino_vitbase16_pretrain.pth"
 STAGE_DINO = VIT == "vit_base_patch16_224.dino" and VIT_WEIGHTS in ("auto", DINO_FILE)
 EVAL = config["eval"]
 PROBE = config["probe"]
-# Run folders (ckpt.pt, model.pt, log.csv): written by train, read by evaluate and probe.
+# Run folders (run.json, model.pt, ckpt.pt, log.csv): written by train, read by evaluate and probe.
 RUN = "results/runs/{dataset}/{method}/seed{seed}"
 SWEEP_RUN = "results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}"
 

@@ -1,5 +1,6 @@
 # Evaluation: FG-ARI / mBO / MSE of each finished run on the evaluation split, plus the
-# evaluation samples the figures draw; coco/blockmasks is scored without training. A COCO
+# evaluation samples the figures draw; coco/blockmasks is scored without training. A run is
+# read through its record run.json: a diverged run gets {"diverged": 1, "diverged_step": N}. A COCO
 # job evaluates under every COCO pipeline (data/coco/eval-{pipeline}, data/features/eval-{pipeline};
 # the flags come from eval_data_flags in common.smk). Provenance goes to results/provenance/
 # (same relative path), outside the folders DVC reads as metrics.
@@ -7,7 +8,7 @@
 rule evaluate:
     input:
         unpack(eval_inputs),
-        model=f"{RUN}/model.pt",
+        run=f"{RUN}/run.json",
     output:
         metrics="results/metrics/{dataset}/{method}/seed{seed}.json",
         provenance="results/provenance/metrics/{dataset}/{method}/seed{seed}.json",
@@ -36,7 +37,7 @@ rule evaluate:
         gpu=res("evaluate", "gpu"),
     shell:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--run {params.run} "
+        "--seed {wildcards.seed} --run {params.run} "
         "{params.data} --batch-size {params.batch_size} --n-samples {params.n_samples} "
         "--samples {output.samples} --out {output.metrics} --provenance {output.provenance} > {log} 2>&1"
 
@@ -72,7 +73,7 @@ rule evaluate_blockmasks:
 rule evaluate_sweep:
     input:
         unpack(eval_inputs),
-        model=f"{SWEEP_RUN}/model.pt",
+        run=f"{SWEEP_RUN}/run.json",
     output:
         metrics="results/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
         provenance="results/provenance/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
@@ -96,6 +97,6 @@ rule evaluate_sweep:
         gpu=res("evaluate", "gpu"),
     shell:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--run {params.run} "
+        "--seed {wildcards.seed} --set reg.cov_weight={wildcards.beta} --run {params.run} "
         "{params.data} --batch-size {params.batch_size} --n-samples 0 "
         "--out {output.metrics} --provenance {output.provenance} > {log} 2>&1"

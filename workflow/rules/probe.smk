@@ -4,7 +4,7 @@
 
 rule probe:
     input:
-        model=lambda wc: f"{run_dir(wc, 'cmdsprites')}/model.pt",
+        run=lambda wc: f"{run_dir(wc, 'cmdsprites')}/run.json",
         data="data/cmdsprites/probe",
     output:
         probe="results/probe/cmdsprites/{method}/seed{seed}.json",
@@ -28,5 +28,5 @@ rule probe:
         gpu=res("probe", "gpu"),
     shell:
         "slotcov probe --config {params.config} --cell cmdsprites/{wildcards.method} "
-        "--run {params.run} "
+        "--seed {wildcards.seed} --run {params.run} "
         "--data {input.data} --out {output.probe} --provenance {output.provenance} > {log} 2>&1"

@@ -1,7 +1,7 @@
 # Tables 1-3, figures, the claims ledger and the PDF report from the result files.
 # The commands read the folder `results` (params.results); every file they read there is a
 # declared input, every file they write a declared output. Training logs (log.csv) are written
-# by the train job beside its model.pt, which stands for them as the input.
+# by the train job beside its run record run.json, which stands for them as the input.
 # The report() marks put them into Snakemake's HTML report (`snakemake --report
 # reports/workflow-report.html`), captions in workflow/report/*.rst.
 from slotcov.figures import FIGURES
@@ -50,7 +50,7 @@ rule tables:
 rule figures:
     input:
         samples=sample_targets(),
-        runs=run_models(),
+        runs=run_records(),
         sweep=sweep_targets(),
     output:
         report(
@@ -81,7 +81,7 @@ rule claims:
     input:
         metrics=cell_targets(),
         probe=probe_targets(),
-        runs=run_models(),
+        runs=run_records(),
     output:
         report(directory("reports/claims"), patterns=["claims.csv"], caption="../report/claims.rst", category="Claims"),
     params:

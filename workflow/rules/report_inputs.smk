@@ -16,9 +16,9 @@ def sample_targets() -> list[str]:
     return [f"results/samples/{cell}/seed{seed}.npz" for cell in trained_cells() for seed in config["seeds"]]
 
 
-def run_models() -> list[str]:
-    """model.pt of every training run: its log.csv (training curves) is complete once it exists."""
-    return [str(Path(RUN.format(**dict(zip(("dataset", "method"), Path(cell).parts)), seed=seed), "model.pt"))
+def run_records() -> list[str]:
+    """run.json of every training run: its log.csv (training curves) is complete once it exists."""
+    return [str(Path(RUN.format(**dict(zip(("dataset", "method"), Path(cell).parts)), seed=seed), "run.json"))
             for cell in trained_cells() for seed in config["seeds"]]
 
 

@@ -1,15 +1,18 @@
 # Training: one job per (dataset, method, seed), plus the bottleneck sweep over cov_weight.
-# The run folder keeps ckpt.pt across failed/preempted attempts (only model.pt is a declared
-# output), so a retried job resumes. `params.cfg` is the cell's resolved settings: changing
-# them re-runs the job, and `--drop-stale-checkpoint` discards a checkpoint of older settings
-# (by hand, `slotcov train` refuses such a checkpoint instead).
+# The declared output is the run record run.json ({"status": "finished" | "diverged", ...}):
+# a run that diverged is a result too, and its evaluation says so. model.pt (finished runs
+# only) and ckpt.pt are not declared: the run folder keeps ckpt.pt across failed/preempted
+# attempts, so a retried job resumes. A job Snakemake runs again (changed settings in
+# `params.cfg`, changed inputs, --forcerun) has lost its run.json and trains from step 0:
+# a finished run's checkpoint is never resumed, and `--drop-stale-checkpoint` deletes the files
+# of a run whose settings or input data differ (by hand, `slotcov train` refuses them instead).
 
 
 rule train:
     input:
         unpack(train_inputs),
     output:
-        f"{RUN}/model.pt",
+        f"{RUN}/run.json",
     params:
         config=CONFIG,
         cfg=cell_config,
@@ -38,7 +41,7 @@ rule train_sweep:
     input:
         unpack(train_inputs),
     output:
-        f"{SWEEP_RUN}/model.pt",
+        f"{SWEEP_RUN}/run.json",
     params:
         config=CONFIG,
         cfg=cell_config,

@@ -45,8 +45,9 @@ from torchvision.transforms import InterpolationMode
 from tqdm import tqdm
 
 from slotcov.errors import DataError, UserError
-from slotcov.io import replace_dir, write_json
+from slotcov.io import replace_dir, sha256_file, write_json
 
+ARRAYS = ("image224", "image128", "true_ids", "image_ids")  # the .npy files of a prepared split
 TARGET_SIZE = {"center": 320, "stretch": 128}  # crop -> side of the FG-ARI target masks
 INTERPOLATION = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
 MASK_RESIZE = ("ids", "instances")
@@ -178,7 +179,8 @@ def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str |
     """Resize a COCO split (real layout under `root`) with a crop into memmap arrays in `out_dir`.
 
     Writes image224.npy uint8 [N,224,224,3], image128.npy uint8 [N,128,128,3],
-    true_ids.npy int16 [N,S,S], image_ids.npy int64 [N] and meta.json (the pipeline's values);
+    true_ids.npy int16 [N,S,S], image_ids.npy int64 [N] and meta.json (the pipeline's values and
+    each array's size and sha256);
     images in increasing id order (without those lacking a non-crowd annotation if `skip_empty`),
     the first `limit` if given. The directory appears only when complete.
     """
@@ -224,7 +226,9 @@ def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str |
         del image224, image128, true_ids
         np.save(tmp / "image_ids.npy", np.asarray(image_ids, np.int64))
         description = coco.dataset.get("info", {}).get("description", "")
-        write_json(tmp / "meta.json", dict(
+        arrays = {k: {"bytes": (tmp / f"{k}.npy").stat().st_size, "sha256": sha256_file(tmp / f"{k}.npy")}
+                  for k in ARRAYS}  # the split's content: the identity of a run trained on it
+        write_json(tmp / "meta.json", dict(arrays=arrays,
             pipeline=pipeline, crop=crop, interpolation=interpolation, mask_resize=mask_resize, resize=resize,
             skip_empty=skip_empty, n_empty_skipped=n_empty_skipped,
             split=split, count=n, target_size=s, image_size=224, recon_size=128,
