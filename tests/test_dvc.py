@@ -60,7 +60,7 @@ def test_metrics_diff_reports_the_changed_cell(finished_repo):
     repo = finished_repo
     commit(repo, "baseline")
     config = yaml.safe_load((repo / PRESET).read_text())
-    reg = config["methods"].setdefault("cmdsprites/covloss", {}).setdefault("reg", {})
+    reg = config["methods"].setdefault("cmdsprites", {}).setdefault("covloss", {}).setdefault("reg", {})
     reg["cov_weight"] = reg.get("cov_weight", 1.0) / 2
     (repo / PRESET).write_text(yaml.safe_dump(config))
     proc = snakemake(repo, "--cores", "2", *TARGETS)

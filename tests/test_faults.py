@@ -674,9 +674,9 @@ BAD = {  # name: (argv builder(tmp_path), what the one line must name)
     "negative steps": (lambda p: ["check-config", _preset(
         p, lambda c: c["datasets"]["cmdsprites"]["train"].update(steps=-5))], "steps: -5 is less than the minimum"),
     "unknown method": (lambda p: ["check-config", _preset(
-        p, lambda c: c["methods"].update({"cmdsprites/covlos": {}}))], "'cmdsprites/covlos' is not allowed"),
+        p, lambda c: c["methods"]["cmdsprites"].update({"covlos": {}}))], "'covlos' is not allowed"),
     "unknown regulariser": (lambda p: ["check-config", _preset(
-        p, lambda c: c["methods"]["cmdsprites/covloss"]["reg"].update(method="vicreq"))], "'vicreq' is not allowed"),
+        p, lambda c: c["methods"]["cmdsprites"]["covloss"]["reg"].update(method="vicreq"))], "'vicreq' is not allowed"),
     "too few slots": (lambda p: ["check-config", _preset(
         p, lambda c: c["datasets"]["cmdsprites"]["model"].update(num_slots=4))], "num_slots=4 cannot hold"),
     "not YAML": (lambda p: ["check-config", str((p / "x.yaml").write_text("seeds: [0\n") and p / "x.yaml")],
