@@ -1,8 +1,8 @@
 """The checkpoint policy of a training run: what a checkpoint holds, when one is written, resuming.
 
 ckpt.pt is written every `checkpoint_every` steps, at the last step, when a run stops early
-(`stop_after`) and when SIGTERM/SIGUSR1 arrives, at most once per step; model.pt when all steps
-are done. Every write is atomic (a temporary file, then a rename), and reading one never runs code.
+(`stop_after`) and when SIGTERM/SIGUSR1 (a scheduler) or SIGINT (Ctrl-C) arrives, at most once per
+step; model.pt when all steps are done. Every write is atomic (a temporary file, then a rename), and reading one never runs code.
 """
 from __future__ import annotations
 
@@ -19,13 +19,18 @@ from slotcov.errors import UserError
 from slotcov.io import atomic_path
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job was asked to stop and checkpointed; resubmit to resume
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C: checkpointed, run again to resume
 CKPT_KEYS = {"ckpt.pt": ("model", "head", "optimizer", "step", "rng", "config", "config_hash"),
              "model.pt": ("model", "head", "config", "config_hash")}
 STALE_FLAG = "--drop-stale-checkpoint"
 
 
 class Preempted(RuntimeError):
-    """SIGTERM/SIGUSR1 arrived; a checkpoint was written."""
+    """SIGTERM/SIGUSR1/SIGINT arrived; a checkpoint was written. `signal`: the signal's name."""
+
+    def __init__(self, message: str, signal_name: str = "SIGTERM"):
+        super().__init__(message)
+        self.signal = signal_name
 
 
 def save_checkpoint(path: Path, **state) -> None:
@@ -129,19 +134,28 @@ class Checkpointer:
 
 
 class Signals:
-    """Records SIGTERM/SIGUSR1 (a scheduler's request to stop) while active; `name` is the last one, or None."""
+    """Records SIGTERM/SIGUSR1 (a scheduler's request to stop) and SIGINT (Ctrl-C) while active;
+    `name` is the last one, or None. A second SIGINT raises KeyboardInterrupt at once (no checkpoint)."""
 
     def __init__(self):
         self.name: str | None = None
 
     def _on(self, signum, _frame):
+        if signum == signal.SIGINT and self.name == "SIGINT":
+            raise KeyboardInterrupt
         self.name = signal.Signals(signum).name
 
     @contextlib.contextmanager
     def caught(self):
-        """Install the handlers (main thread only: elsewhere Python allows none) and restore the old ones after."""
+        """Install the handlers (main thread only: elsewhere Python allows none) and restore the old ones after.
+
+        An ignored SIGINT stays ignored (a background job of a shell), as Python itself leaves it.
+        """
         main = threading.current_thread() is threading.main_thread()
-        old = {s: signal.signal(s, self._on) for s in (signal.SIGTERM, signal.SIGUSR1)} if main else {}
+        wanted = [signal.SIGTERM, signal.SIGUSR1]
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            wanted.append(signal.SIGINT)
+        old = {s: signal.signal(s, self._on) for s in wanted} if main else {}
         try:
             yield self
         finally:

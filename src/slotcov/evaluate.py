@@ -178,6 +178,7 @@ def cli_evaluate(argv: list[str]) -> int:
     import argparse
 
     from slotcov import config as C
+    from slotcov.cells import EVAL_ONLY, PAPER_CELLS
     from slotcov.data import open_dataset
     from slotcov.io import resolve_device
     from slotcov.train import load_trained
@@ -199,6 +200,8 @@ def cli_evaluate(argv: list[str]) -> int:
     p.add_argument("--n-samples", type=int, help="default: the config's eval.n_samples")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
+    if args.cell not in PAPER_CELLS and args.cell not in EVAL_ONLY:
+        raise UserError(f"unknown cell {args.cell!r}; choose one of: {', '.join([*PAPER_CELLS, *sorted(EVAL_ONLY)])}")
     config = C.load(args.config)
     batch_size = config["eval"]["batch_size"] if args.batch_size is None else args.batch_size
     n_samples = config["eval"]["n_samples"] if args.n_samples is None else args.n_samples

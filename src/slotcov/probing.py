@@ -242,6 +242,7 @@ def cli_probe(argv: list[str]) -> int:
     from pathlib import Path
 
     from slotcov import config as C
+    from slotcov.cells import PAPER_CELLS
     from slotcov.data import open_dataset
     from slotcov.evaluate import provenance
     from slotcov.io import write_json
@@ -258,6 +259,10 @@ def cli_probe(argv: list[str]) -> int:
                    help="provenance JSON, e.g. results/provenance/probe/...")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
+    probed = [c for c in PAPER_CELLS if c.startswith("cmdsprites/")]
+    if args.cell not in probed:
+        raise UserError(f"--cell {args.cell}: the probe reads ColoredMDSprites scenes; "
+                        f"choose one of: {', '.join(probed)}")
     config = C.load(args.config)
     device = str(resolve_device(args.device))
     model, _, cfg = load_trained(args.run, device)
