@@ -43,9 +43,33 @@ def test_a_resolved_config_has_every_default_key_and_still_validates(preset):
 
 def test_paper_cells_are_the_paper_on_every_knob():
     for cell, cfg in PAPER_CELLS.items():
-        assert non_paper_settings(cfg) == [], cell
+        assert non_paper_settings(cfg, cell) == [], cell
     cfg = C.deep_merge(PAPER_CELLS["cmdsprites/sa"], {"model": {"encoder_kernel": 1}, "train": {"amp": "bf16"}})
-    assert sorted(non_paper_settings(cfg)) == ["model.encoder_kernel=1", "train.amp=bf16"]
+    assert sorted(non_paper_settings(cfg, "cmdsprites/sa")) == ["model.encoder_kernel=1", "train.amp=bf16"]
+
+
+def test_every_setting_that_differs_from_the_paper_cell_is_listed_bookkeeping_is_not():
+    """Any key counts (loss weights, schedules, widths), compared with the paper cell of the same name."""
+    from slotcov.cells import BOOKKEEPING
+
+    cfg = C.deep_merge(PAPER_CELLS["cmdsprites/covloss"], {
+        "reg": {"cov_weight": 0.5, "projection": [32, 32]}, "model": {"slot_dim": 16},
+        "train": {"lr": 1e-5, "decay_steps": 50, "grad_clip": 1.0, "seed": 3, "threads": 1, "compile": False,
+                  "checkpoint_every": 7, "log_every": 2}})
+    assert non_paper_settings(cfg, "cmdsprites/covloss") == [
+        "model.slot_dim=16", "reg.projection=[32, 32]", "reg.cov_weight=0.5", "train.lr=1e-05",
+        "train.decay_steps=50", "train.grad_clip=1.0"]
+    # the same settings are the paper's for another cell: compared with the cell named, not any cell
+    assert non_paper_settings(PAPER_CELLS["coco/sa"], "coco/covloss") == [
+        "reg.method=none", "reg.projection=null", "reg.cov_weight=0.0", "reg.gamma=1.0"]
+    assert {key for _, key in BOOKKEEPING} == {"seed", "threads", "compile", "checkpoint_every", "log_every"}
+    every_preset = {cell: non_paper_settings(C.resolve_cell(C.load(ROOT / "config.yaml"), cell), cell)
+                    for cell in PAPER_CELLS}
+    assert "model.decoder_hidden=[256, 256, 256]" in every_preset["coco/dinosaur"]
+    assert "train.steps=1500" in every_preset["cmdsprites/sa"] and "model.mask_prior=attention" in \
+        every_preset["cmdsprites/sa"]
+    paper = C.load(ROOT / "config/paper.yaml")
+    assert all(non_paper_settings(C.resolve_cell(paper, cell), cell) == [] for cell in PAPER_CELLS)
 
 
 @pytest.mark.parametrize("resources,needle", [

@@ -26,7 +26,7 @@ MARKS = {
     "random": (r"\S", "frozen ViT encoder with random weights, not DINO."),
     "protocol": (r"\P", "evaluated under another protocol than the paper's ({detail})."),
     "preset": ("*", "reduced preset ({detail}), not the paper's schedule."),
-    "knobs": (r"\sharp", "settings the paper's runs did not use ({detail})."),
+    "knobs": (r"\sharp", "settings that differ from the paper's ({detail})."),
     "noprov": ("?", "no provenance file: setting unknown."),
 }
 
@@ -58,13 +58,32 @@ def _marks(group: pd.DataFrame, dataset: str, method: str) -> dict[str, str]:
     other = [p for p in values("prov_protocol") if want and p != want]
     if other:
         out["protocol"] = f"{', '.join(other)} instead of {want}"
-    knobs = [k for k in values("prov_non_paper") if k]  # e.g. "train.amp=bf16; model.slot_init=glorot"
+    knobs = _items(values("prov_non_paper"))  # each e.g. "train.amp=bf16; model.slot_init=glorot"
     if knobs:
         out["knobs"] = "; ".join(knobs)
     presets = [p for p in values("prov_preset") if p != "paper"]
     if presets:
         out["preset"] = "preset " + ", ".join(presets)
     return out
+
+
+def _items(lists) -> list[str]:
+    """The distinct items of "; "-joined lists, in order of first appearance."""
+    return list(dict.fromkeys(item for text in lists for item in text.split("; ") if item))
+
+
+NOTE_ITEMS = 4  # settings a footnote names; the rest is counted (every cell's full list: provenance non_paper)
+
+
+def _note_detail(key: str, details: list[str]) -> str:
+    """The footnote detail of a mark over a table's cells: the non-paper settings counted, the first few named."""
+    if key != "knobs":
+        return "; ".join(details)
+    items = _items(details)
+    if len(items) <= NOTE_ITEMS:
+        return "; ".join(items)
+    return (f"{len(items)} settings, e.g. {'; '.join(items[:NOTE_ITEMS])}; "
+            "each cell's list: provenance field non_paper")
 
 
 def summarize(df: pd.DataFrame, dataset: str, methods: list[str], metrics: list[str],
@@ -142,7 +161,7 @@ def _notes(summary: pd.DataFrame) -> str:
     for key, (mark, text) in MARKS.items():
         details = sorted({d[key] for d in summary["_detail"] if key in d})
         if details:
-            lines.append(_sup([key]) + " " + tex_escape(text.format(detail="; ".join(details))))
+            lines.append(_sup([key]) + " " + tex_escape(text.format(detail=_note_detail(key, details))))
     lines.append(r"Cells: mean $\pm$ std over seeds, number of seeds in parentheses; -- = not run.")
     return "\\par\n".join(lines)
 
