@@ -418,6 +418,7 @@ def test_a_second_ctrl_c_stops_at_once_an_ignored_one_stays_ignored_other_comman
 
     signals = Signals()
     with signals.caught():
+        assert signal.getsignal(signal.SIGINT) == signals._on  # else the kill below would stop pytest itself
         os.kill(os.getpid(), signal.SIGINT)
         assert signals.name == "SIGINT"  # the first: recorded, the step finishes and checkpoints
         with pytest.raises(KeyboardInterrupt):
