@@ -238,19 +238,21 @@ def parse_config_args(items: list[str] | None) -> dict:
     return out
 
 
-def workflow_config(preset_files: list, config_args: list[str] | None, default: str = "config.yaml") -> dict:
+def workflow_config(preset_files: list, config_args: list[str] | None, default: str | Path = "config.yaml") -> dict:
     """The resolved config of a Snakemake run: the preset files (else `default`), then `--config` on top.
 
-    A preset file is the whole config; `default` lies underneath only when no file (and no
-    `--config`) names a `preset`. Errors name the file, or `--config` for what came from there.
+    A preset file is the whole config; `default` lies underneath only when no file names a
+    `preset`. Errors name the file, or `--config` for what came from there.
     """
     given = {}
     for path in preset_files:
         given = deep_merge(given, read_config(path))
     overrides = parse_config_args(config_args)
-    if "preset" not in given and "preset" not in overrides:
+    sources = list(preset_files)
+    if "preset" not in given:
         given = deep_merge(read_config(default), given)
-    source = ", ".join(map(str, preset_files)) or default
+        sources.insert(0, default)
+    source = ", ".join(map(str, sources))
     validate(copy.deepcopy(given), source)
     if overrides:
         given = validate(deep_merge(given, overrides), "--config")
