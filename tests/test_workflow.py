@@ -12,7 +12,7 @@ import yaml
 from slotcov.cells import EVAL_ONLY
 
 pytest.register_assert_rewrite("workflow_repo")
-from workflow_repo import BIN, PRESET, TARGETS, exponent_preset, job_counts, plan, run, snakemake
+from workflow_repo import BIN, PRESET, REPO, TARGETS, exponent_preset, job_counts, plan, run, snakemake
 
 pytest_plugins = ["workflow_repo"]
 
@@ -171,7 +171,7 @@ def test_exponent_numbers_reach_real_train_jobs(finished_repo, tmp_path):
     Runs seeds outside the preset's (7, 8) and removes them after: the finished run stays as it was.
     """
     repo = finished_repo
-    preset = exponent_preset(repo, tmp_path)
+    preset = exponent_preset(REPO, tmp_path)  # from the project's test preset: other tests edit the copy's
     runs = [repo / "results/runs/cmdsprites/covloss/seed7", repo / "results/runs/cmdsprites/sa/seed8"]
     try:
         proc = snakemake(repo, "--cores", "1", f"{runs[0].relative_to(repo)}/model.pt",
