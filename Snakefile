@@ -13,14 +13,16 @@
 #
 # Which preset: a preset file given with `--configfile` (or a profile's `configfile:`) is the
 # whole config; config.yaml (the demo) is read only when none was given. So no demo setting
-# leaks into another preset. The Snakefile has no `configfile:` directive for this reason:
-# it loads config.yaml itself when the config Snakemake received has no `preset` key (every
-# preset file has one). `--config KEY=VALUE` applies on top in both cases.
-# A bad config stops before any job with one line naming the file, the key and the fix.
+# leaks into another preset. The Snakefile has no `configfile:` directive for this reason.
+# `--config KEY=VALUE` applies on top in both cases; VALUE is YAML (`seeds=[0,1]`,
+# `methods={cmdsprites: {covloss: {reg: {cov_weight: 0.5}}}}`).
+# slotcov reads the preset files and the raw `--config` items itself (slotcov.config.workflow_config,
+# YAML 1.2 floats: `lr: 1e-5` is a number), not the `config` Snakemake parsed, where such values are strings.
+# A bad config stops before any job with one line naming the file (or --config), the key and the fix.
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from slotcov.config import deep_merge, read_yaml, resolve, validate
+from slotcov.config import workflow_config
 from slotcov.errors import UserError
 
 min_version("9.0")  # as pyproject.toml's snakemake>=9.0
@@ -29,10 +31,8 @@ min_version("9.0")  # as pyproject.toml's snakemake>=9.0
 report: "workflow/report/workflow.rst"
 
 
-CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config.yaml"
-try:
-    _given = config if "preset" in config else deep_merge(read_yaml("config.yaml"), config)
-    _resolved = resolve(validate(_given, CONFIG_SOURCE))  # every key present: rules read it strictly
+try:  # every key present: rules read it strictly
+    _resolved = workflow_config(workflow.config_settings.configfiles, workflow.config_settings.config_args)
 except UserError as err:
     raise WorkflowError(f"slotcov: {err}") from None
 config.clear()

@@ -12,6 +12,7 @@ from slotcov import config as C
 from slotcov.cells import EVAL_ONLY, PAPER_CELLS, non_paper_settings
 from slotcov.errors import UserError
 from slotcov.io import replace_dir, sha256_file
+from workflow_repo import exponent_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ["config.yaml", "config/test.yaml", "config/paper.yaml"]
@@ -42,9 +43,33 @@ def test_a_resolved_config_has_every_default_key_and_still_validates(preset):
 
 def test_paper_cells_are_the_paper_on_every_knob():
     for cell, cfg in PAPER_CELLS.items():
-        assert non_paper_settings(cfg) == [], cell
+        assert non_paper_settings(cfg, cell) == [], cell
     cfg = C.deep_merge(PAPER_CELLS["cmdsprites/sa"], {"model": {"encoder_kernel": 1}, "train": {"amp": "bf16"}})
-    assert sorted(non_paper_settings(cfg)) == ["model.encoder_kernel=1", "train.amp=bf16"]
+    assert sorted(non_paper_settings(cfg, "cmdsprites/sa")) == ["model.encoder_kernel=1", "train.amp=bf16"]
+
+
+def test_every_setting_that_differs_from_the_paper_cell_is_listed_bookkeeping_is_not():
+    """Any key counts (loss weights, schedules, widths), compared with the paper cell of the same name."""
+    from slotcov.cells import BOOKKEEPING
+
+    cfg = C.deep_merge(PAPER_CELLS["cmdsprites/covloss"], {
+        "reg": {"cov_weight": 0.5, "projection": [32, 32]}, "model": {"slot_dim": 16},
+        "train": {"lr": 1e-5, "decay_steps": 50, "grad_clip": 1.0, "seed": 3, "threads": 1, "compile": False,
+                  "checkpoint_every": 7, "log_every": 2}})
+    assert non_paper_settings(cfg, "cmdsprites/covloss") == [
+        "model.slot_dim=16", "reg.projection=[32, 32]", "reg.cov_weight=0.5", "train.lr=1e-05",
+        "train.decay_steps=50", "train.grad_clip=1.0"]
+    # the same settings are the paper's for another cell: compared with the cell named, not any cell
+    assert non_paper_settings(PAPER_CELLS["coco/sa"], "coco/covloss") == [
+        "reg.method=none", "reg.projection=null", "reg.cov_weight=0.0", "reg.gamma=1.0"]
+    assert {key for _, key in BOOKKEEPING} == {"seed", "threads", "compile", "checkpoint_every", "log_every"}
+    every_preset = {cell: non_paper_settings(C.resolve_cell(C.load(ROOT / "config.yaml"), cell), cell)
+                    for cell in PAPER_CELLS}
+    assert "model.decoder_hidden=[256, 256, 256]" in every_preset["coco/dinosaur"]
+    assert "train.steps=1500" in every_preset["cmdsprites/sa"] and "model.mask_prior=attention" in \
+        every_preset["cmdsprites/sa"]
+    paper = C.load(ROOT / "config/paper.yaml")
+    assert all(non_paper_settings(C.resolve_cell(paper, cell), cell) == [] for cell in PAPER_CELLS)
 
 
 @pytest.mark.parametrize("resources,needle", [
@@ -94,7 +119,7 @@ def test_block_mask_slots_follow_the_coco_cells():
     assert C.block_mask_slots(config) == PAPER_CELLS["coco/sa"]["model"]["num_slots"]
     config.setdefault("datasets", {}).setdefault("coco", {}).setdefault("model", {})["num_slots"] = 9
     assert C.block_mask_slots(config) == 9
-    config.setdefault("methods", {})["coco/sa"] = {"model": {"num_slots": 4}}
+    config.setdefault("methods", {}).setdefault("coco", {})["sa"] = {"model": {"num_slots": 4}}
     with pytest.raises(UserError, match="^c.yaml: coco/blockmasks: the COCO cells have different num_slots"):
         C.validate(config, "c.yaml")
 
@@ -118,3 +143,108 @@ def test_replace_dir_swaps_in_the_new_directory_whole(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["a.npy"] and (out / "a.npy").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["split"]  # no .old folder left behind
     assert sha256_file(out / "a.npy") == "11507a0e2f5e69d5dfa40a62a1bd7b6ee57e6bcd85c67c9b8431b36fff21c437"
+
+
+# ---------------------------------------------------------------------------- numbers survive every hand-over
+
+def test_yaml_reads_exponent_forms_as_numbers_as_yaml_1_2_does():
+    text = "a: 1e-5\nb: 1.0e-5\nc: 1e+30\nd: 1.0e5\ne: -2E3\nf: .5e1\ng: 10\nh: 0.001\ni: 1e5x\nj: e5\nk: '1e-5'\n"
+    assert C.load_yaml(text) == {"a": 1e-5, "b": 1e-5, "c": 1e30, "d": 1e5, "e": -2e3, "f": 5.0, "g": 10,
+                                 "h": 0.001, "i": "1e5x", "j": "e5", "k": "1e-5"}
+    assert [type(v) for v in C.load_yaml(text).values()][:7] == [float] * 6 + [int]
+    assert C.parse_set(["train.lr=1e-5", "reg.eps=1e-8"]) == {"train": {"lr": 1e-5}, "reg": {"eps": 1e-8}}
+
+
+def test_every_number_key_in_exponent_form_reads_as_a_number(tmp_path):
+    config = C.load(exponent_preset(ROOT, tmp_path))
+    cov = C.resolve_cell(config, "cmdsprites/covloss")
+    assert cov["train"]["lr"] == 1e-5 and cov["reg"]["eps"] == 1e-4 and cov["train"]["decay_rate"] == 0.5
+    assert C.resolve_cell(config, "cmdsprites/cosineloss")["reg"]["cosine_weight"] == 0.01
+    assert C.resolve_cell(config, "coco/sa")["train"]["lr"] == 1e-5
+    assert config["sweep"]["betas"] == [0.1, 10.0] and config["probe"]["min_delta"] == 0.01
+    assert config["monitor"]["progress_every_s"] == 60.0
+
+
+def test_the_json_the_workflow_writes_is_read_back_with_json(tmp_path):
+    """The resolved config goes to the CLIs as JSON (1e-05, 1e+30): read as numbers, not YAML 1.1 strings."""
+    from slotcov.io import write_json
+
+    config = C.load(exponent_preset(ROOT, tmp_path))
+    config["datasets"]["cmdsprites"]["train"]["lr"] = 1e30
+    write_json(tmp_path / "config-exponents.json", config)
+    assert "1e+30" in (tmp_path / "config-exponents.json").read_text()
+    back = C.load(tmp_path / "config-exponents.json")
+    assert back == config and C.resolve_cell(back, "cmdsprites/sa")["train"]["lr"] == 1e30
+    (tmp_path / "bad.json").write_text('{"preset": ')
+    with pytest.raises(UserError, match=r"bad.json: not valid JSON"):
+        C.load(tmp_path / "bad.json")
+
+
+def test_a_count_written_as_a_float_is_one_line_error():
+    config = _preset()
+    config["datasets"]["cmdsprites"]["train"]["steps"] = 1e3
+    with pytest.raises(UserError, match=r"^p.yaml: datasets.cmdsprites.train.steps: 1000.0 is not of type 'integer'; "
+                                        r"write a whole number"):
+        C.validate(config, "p.yaml")
+    with pytest.raises(UserError, match=r"^--set: train.batch_size: 8.0 is not of type 'integer'"):
+        C.check_override(C.parse_set(["train.batch_size=8e0"]), "--set")
+
+
+# ---------------------------------------------------------------------------- --config of the workflow
+
+def test_config_args_are_yaml_and_their_errors_name_config(tmp_path):
+    files = [ROOT / "config/test.yaml"]
+    config = C.workflow_config(files, ["methods={cmdsprites: {covloss: {reg: {cov_weight: 0.5}}}}", "seeds=[0,1]",
+                                       "datasets={cmdsprites: {train: {lr: 1e-5}}}"])
+    cov = C.resolve_cell(config, "cmdsprites/covloss")
+    assert cov["reg"] == {**cov["reg"], "cov_weight": 0.5, "projection": [32, 32]}  # merged into the preset's
+    assert config["seeds"] == [0, 1] and cov["train"]["lr"] == 1e-5 and cov["train"]["steps"] == 10
+    assert C.workflow_config(files, None) == C.load(files[0])
+    with pytest.raises(UserError, match=r"^--config: methods.cmdsprites.covloss.reg.cov_weight: -0.5 is less"):
+        C.workflow_config(files, ["methods={cmdsprites: {covloss: {reg: {cov_weight: -0.5}}}}"])
+    with pytest.raises(UserError, match=r"^--config seeds: not valid YAML"):
+        C.workflow_config(files, ["seeds=[0,1"])
+    bad = tmp_path / "bad.yaml"  # an error of the file itself names the file, not --config
+    bad.write_text((ROOT / "config/test.yaml").read_text().replace("seeds: [0]", "seeds: [-1]"))
+    with pytest.raises(UserError, match=rf"^{bad}: seeds.0: -1 is less"):
+        C.workflow_config([bad], ["eval={batch_size: 4}"])
+
+
+def test_without_a_preset_file_config_yaml_is_the_preset(tmp_path):
+    config = C.workflow_config([], ["seeds=[3]"], default=ROOT / "config.yaml")
+    assert config["preset"] == "demo" and config["seeds"] == [3]
+
+
+# ---------------------------------------------------------------------------- cell keys DVC and Hydra parse
+
+def test_methods_are_nested_by_dataset_and_the_old_form_is_one_clear_error():
+    config = _preset()
+    config["methods"]["coco"]["sa"] = {"train": {"lr": 2e-4}}
+    assert C.resolve_cell(C.validate(config), "coco/sa")["train"]["lr"] == 2e-4
+    assert C.resolve_cell(config, "coco/covloss")["train"]["lr"] == PAPER_CELLS["coco/covloss"]["train"]["lr"]
+    config["methods"]["cmdsprites/covloss"] = {"reg": {"cov_weight": 0.5}}
+    with pytest.raises(UserError) as err:
+        C.validate(config, "old.yaml")
+    assert str(err.value) == ("old.yaml: methods.cmdsprites/covloss: a cell's overrides are nested by dataset, then "
+                              "method; write `methods: {cmdsprites: {covloss: {...}}}` "
+                              "(key path methods.cmdsprites.covloss.<section>.<key>)")
+    del config["methods"]["cmdsprites/covloss"]
+    config["methods"]["coco"]["blockmasks"] = {}
+    with pytest.raises(UserError, match=r"'blockmasks' is not allowed"):
+        C.validate(config, "x.yaml")
+
+
+def test_dvc_set_param_reaches_a_cell_setting(tmp_path):
+    """`dvc exp run -S` edits the preset with DVC's own override parser (Hydra's grammar) before it runs."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides
+
+    preset = tmp_path / "config.yaml"
+    preset.write_text((ROOT / "config.yaml").read_text())
+    apply_overrides(preset, ["++methods.cmdsprites.covloss.reg.cov_weight=0.5", "++datasets.cmdsprites.train.lr=1e-5"])
+    assert "lr: 1e-05" in preset.read_text()  # DVC writes YAML 1.2: a number for slotcov, a string for YAML 1.1
+    config = C.load(preset)
+    cov = C.resolve_cell(config, "cmdsprites/covloss")
+    assert cov["reg"]["cov_weight"] == 0.5 and cov["train"]["lr"] == 1e-5
+    with pytest.raises(InvalidArgumentError):  # the former "dataset/method" key: DVC cannot parse it
+        apply_overrides(preset, ["methods.cmdsprites/covloss.reg.cov_weight=0.5"])

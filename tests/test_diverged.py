@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
     split = convert_split(root / "r.tfrecords", 0, 60, root / "split", resolution=16)
     preset = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
     preset["cells"] = ["cmdsprites/sa", "cmdsprites/covloss"]
-    preset["methods"]["cmdsprites/covloss"]["train"] = {"lr": LR}
+    preset["methods"]["cmdsprites"]["covloss"]["train"] = {"lr": LR}
     (root / "preset.yaml").write_text(yaml.safe_dump(preset))
     return root, split
 

@@ -1,5 +1,6 @@
 """Evaluation: metrics of a trained run equal the metrics of its masks; block masks; token masks."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,11 +156,11 @@ def test_non_paper_settings_are_recorded_in_provenance_and_marked_in_the_tables(
     assert provenance(config, "cmdsprites/sa", paper_cfg, None, tmp_path, None, "cpu")["non_paper"] == ""
     cfg = deep_merge(paper_cfg, {"train": {"amp": "bf16"}, "model": {"slot_init": "glorot"}})
     prov = provenance(config, "cmdsprites/sa", cfg, None, tmp_path, None, "cpu")
-    assert prov["non_paper"] == "train.amp=bf16; model.slot_init=glorot"
+    assert prov["non_paper"] == "model.slot_init=glorot; train.amp=bf16"
     group = pd.DataFrame({"has_prov": [True, True], "prov_preset": ["paper", "paper"],
                           "prov_pipeline": ["cmdsprites", "cmdsprites"], "prov_non_paper": ["", prov["non_paper"]]})
     marks = _marks(group, "cmdsprites", "sa")
-    assert marks == {"knobs": "train.amp=bf16; model.slot_init=glorot"}
+    assert marks == {"knobs": "model.slot_init=glorot; train.amp=bf16"}
     assert _marks(group.iloc[:1], "cmdsprites", "sa") == {}
     note = _notes(pd.DataFrame({"_detail": [marks]}))
     assert MARKS["knobs"][0] in note and "amp=bf16" in note
@@ -208,6 +209,55 @@ def test_coco_provenance_names_the_pipeline_scored_on_and_the_one_trained_on(tmp
     group = pd.DataFrame({"has_prov": [True], "prov_preset": ["paper"], "prov_pipeline": [prov["pipeline"]],
                           "prov_train_pipeline": [prov["train_pipeline"]]})
     assert _marks(group, "coco", "sa") == {"pipeline": "trained on dinosaur instead of authors"}
+
+
+def test_a_long_non_paper_list_is_counted_in_the_footnote_and_whole_in_provenance(tmp_path):
+    """A reduced preset departs in many settings: the footnote names a few and counts them all."""
+    import pandas as pd
+
+    from slotcov import config as C
+    from slotcov.evaluate import provenance
+    from slotcov.tables import MARKS, NOTE_ITEMS, _marks, _notes
+
+    config = C.load(Path(__file__).parents[1] / "config/test.yaml")
+    provs = {cell: provenance(config, cell, C.resolve_cell(config, cell), None, tmp_path, None, "cpu")
+             for cell in ("cmdsprites/sa", "cmdsprites/covloss")}
+    every = {item for p in provs.values() for item in p["non_paper"].split("; ")}
+    assert {"train.steps=10", "model.slot_dim=16", "reg.projection=[32, 32]"} <= every
+    assert len(every) > NOTE_ITEMS
+    details = [_marks(pd.DataFrame({"has_prov": [True], "prov_preset": ["test"], "prov_pipeline": ["cmdsprites"],
+                                    "prov_non_paper": [p["non_paper"]]}), "cmdsprites", cell.split("/")[1])
+               for cell, p in provs.items()]
+    note = next(line for line in _notes(pd.DataFrame({"_detail": details})).split("\\par\n")
+                if MARKS["knobs"][0] in line)
+    assert f"{len(every)} settings, e.g. " in note and "provenance field non\\_paper" in note, note
+    assert note.count("=") == NOTE_ITEMS, note
+
+
+def test_provenance_records_uncommitted_changes(tmp_path, monkeypatch):
+    import subprocess
+
+    from slotcov.evaluate import DIRTY_PATHS_SHOWN, provenance
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    config = {"preset": "paper", "data": {"cmdsprites": {"source": "real"}}}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "a")
+    prov = provenance(config, "cmdsprites/sa", None, None, tmp_path, None, "cpu")
+    assert prov["dirty"] is False and prov["dirty_paths"] == "" and len(prov["git_commit"]) == 40
+    (tmp_path / "a.py").write_text("x = 2\n")
+    (tmp_path / "new.py").write_text("")
+    prov = provenance(config, "cmdsprites/sa", None, None, tmp_path, None, "cpu")
+    assert prov["dirty"] is True and prov["dirty_paths"] == "a.py, new.py"
+    for i in range(DIRTY_PATHS_SHOWN + 5):
+        (tmp_path / f"f{i:02d}.py").write_text("")
+    prov = provenance(config, "cmdsprites/sa", None, None, tmp_path, None, "cpu")
+    assert prov["dirty_paths"].endswith("(+7 more)") and prov["dirty_paths"].count(", ") == DIRTY_PATHS_SHOWN - 1
 
 
 class _HalvesModel(torch.nn.Module):

@@ -380,6 +380,101 @@ def test_sigterm_and_sigusr1_through_the_cli_exit_75_and_resume(replica, server,
     print(f"preempted at steps {first} (SIGTERM) and {second} (SIGUSR1), resumed to 30")
 
 
+def test_ctrl_c_checkpoints_exits_130_in_one_line_and_resumes_exactly(replica, server, tmp_path):
+    """SIGINT (Ctrl-C) to the real `slotcov` executable: checkpoint at the end of the step, one line, exit 130."""
+    from slotcov.data.mdsprites import MDSpritesArrays
+    from slotcov.train import EXIT_INTERRUPTED, train
+
+    out = tmp_path / "run"
+    args = ["train", "--config", str(replica / "preset.yaml"), "--cell", "cmdsprites/sa",
+            "--data", str(replica / "train"), "--out", str(out), "--device", "cpu", "--no-progress"]
+    # a terminal's foreground job: SIGINT not ignored, whatever the test runner inherited
+    proc = subprocess.Popen([str(SLOTCOV)] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while proc.poll() is None and not (out / "log.csv").exists() or len((out / "log.csv").read_text().splitlines()) < 3:
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    step = torch.load(out / "ckpt.pt", weights_only=True)["step"]
+    assert _one_line_error(err) == (f"slotcov train: SIGINT at step {step}: checkpoint written to {out / 'ckpt.pt'}; "
+                                    "run the same command again to resume")
+    assert 0 < step < 30 and not (out / "model.pt").exists()
+
+    code, err = server.cli(args, tmp_path)
+    assert code == 0, err
+    assert list(pd.read_csv(out / "log.csv").step) == list(range(1, 31))
+    train(_cfg(replica), MDSpritesArrays(replica / "train"), tmp_path / "ref", device="cpu", progress=False)
+    assert_same_weights(weights(tmp_path / "ref"), weights(out))
+    print(f"Ctrl-C at step {step}, resumed to 30")
+
+
+def test_a_second_ctrl_c_stops_at_once_an_ignored_one_stays_ignored_other_commands_exit_130(monkeypatch, capsys):
+    import slotcov.config
+    from slotcov.checkpoint import Signals
+    from slotcov.cli import main
+
+    signals = Signals()
+    with signals.caught():
+        assert signal.getsignal(signal.SIGINT) == signals._on  # else the kill below would stop pytest itself
+        os.kill(os.getpid(), signal.SIGINT)
+        assert signals.name == "SIGINT"  # the first: recorded, the step finishes and checkpoints
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with Signals().caught():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(slotcov.config, "cli_check_config", interrupted)
+    assert main(["check-config"]) == 130
+    assert _one_line_error(capsys.readouterr().err).startswith("slotcov check-config: interrupted (SIGINT)")
+
+
+def test_a_cell_missing_an_argument_stops_before_anything_is_created(replica, server, tmp_path):
+    """Each CLI checks the arguments a cell needs first: one line naming the fix, no run folder or output."""
+    split = Path(_fake_split(tmp_path))
+    cases = [
+        (["train", "--config", str(ROOT / "config/test.yaml"), "--cell", "coco/sa", "--data", str(split),
+          "--out", str(tmp_path / "run")], "coco/sa trains on ViT features: pass --features DIR"),
+        (["train", "--config", str(replica / "preset.yaml"), "--cell", "cmdsprites/sa", "--data",
+          str(replica / "train"), "--features", str(split), "--out", str(tmp_path / "run")],
+         "cmdsprites/sa reads images only: remove --features"),
+        (["evaluate", "--config", str(ROOT / "config/test.yaml"), "--cell", "coco/sa", "--run", str(tmp_path / "r"),
+          "--data", str(split), "--out", str(tmp_path / "run" / "m.json"), "--provenance", str(tmp_path / "run" / "p")],
+         "coco/sa: pass --pipeline NAME DATA FEATURES"),
+        (["evaluate", "--config", str(ROOT / "config/test.yaml"), "--cell", "coco/sa_vit", "--data", str(split),
+          "--out", str(tmp_path / "run" / "m.json"), "--provenance", str(tmp_path / "run" / "p")],
+         "unknown cell 'coco/sa_vit'"),
+        (["probe", "--config", str(ROOT / "config/test.yaml"), "--cell", "coco/sa", "--run", str(tmp_path / "r"),
+          "--data", str(split), "--out", str(tmp_path / "run" / "p.json"), "--provenance", str(tmp_path / "run" / "q")],
+         "--cell coco/sa: the probe reads ColoredMDSprites scenes"),
+        (["extract-features", "--images", str(split), "--model", "vit_tiny_patch16_224", "--weights", "random",
+          "--batch-size", "0", "--out", str(tmp_path / "run")], "--batch-size 0 and --chunk 1024 must be at least 1"),
+    ]
+    for argv, expected in cases:
+        code, err = server.cli(argv, tmp_path)
+        assert code == 2 and expected in _one_line_error(err), (argv, err)
+        assert not (tmp_path / "run").exists(), argv
+    (split / "image_ids.npy").unlink()
+    code, err = server.cli(["extract-features", "--images", str(split), "--out", str(tmp_path / "run")], tmp_path)
+    assert code == 2 and f"{split / 'image_ids.npy'} not found" in _one_line_error(err), err
+    assert not (tmp_path / "run").exists()
+    from slotcov.data.coco import CocoArrays
+    from slotcov.errors import UserError
+
+    (split / "meta.json").write_text("{}")
+    with pytest.raises(UserError, match="image128.npy not found; run `slotcov prepare-coco` first"):
+        CocoArrays(split)  # a prepared split missing a file: the dataset every COCO train/evaluate opens
+
+
 # ---------------------------------------------------------------------------- 2. nothing half-written
 
 
@@ -674,9 +769,9 @@ BAD = {  # name: (argv builder(tmp_path), what the one line must name)
     "negative steps": (lambda p: ["check-config", _preset(
         p, lambda c: c["datasets"]["cmdsprites"]["train"].update(steps=-5))], "steps: -5 is less than the minimum"),
     "unknown method": (lambda p: ["check-config", _preset(
-        p, lambda c: c["methods"].update({"cmdsprites/covlos": {}}))], "'cmdsprites/covlos' is not allowed"),
+        p, lambda c: c["methods"]["cmdsprites"].update({"covlos": {}}))], "'covlos' is not allowed"),
     "unknown regulariser": (lambda p: ["check-config", _preset(
-        p, lambda c: c["methods"]["cmdsprites/covloss"]["reg"].update(method="vicreq"))], "'vicreq' is not allowed"),
+        p, lambda c: c["methods"]["cmdsprites"]["covloss"]["reg"].update(method="vicreq"))], "'vicreq' is not allowed"),
     "too few slots": (lambda p: ["check-config", _preset(
         p, lambda c: c["datasets"]["cmdsprites"]["model"].update(num_slots=4))], "num_slots=4 cannot hold"),
     "not YAML": (lambda p: ["check-config", str((p / "x.yaml").write_text("seeds: [0\n") and p / "x.yaml")],

@@ -178,9 +178,9 @@ def test_every_paper_cell_uses_the_authors_slot_initialisation_and_fp32():
     from slotcov.cells import non_paper_settings
     for name, cell in PAPER_CELLS.items():
         assert cell["model"]["slot_init"] == "authors" and cell["train"]["amp"] == "fp32", name
-        assert non_paper_settings(cell) == [], name
+        assert non_paper_settings(cell, name) == [], name
     bf16 = deep_merge(PAPER_CELLS["coco/sa"], {"train": {"amp": "bf16"}, "model": {"slot_init": "glorot"}})
-    assert non_paper_settings(bf16) == ["train.amp=bf16", "model.slot_init=glorot"]
+    assert non_paper_settings(bf16, "coco/sa") == ["model.slot_init=glorot", "train.amp=bf16"]
 
 
 @pytest.mark.parametrize("init", ["authors", "glorot"])

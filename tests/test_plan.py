@@ -34,7 +34,10 @@ RESULTS = {  # hand-made: one device with an fp32 measurement, a bf16 one, and t
 
 def paper(amp="fp32"):
     config = load(REPO / "config" / "paper.yaml")
-    config["methods"] = {c: {"train": {"amp": amp}} for c in config["cells"]}
+    config["methods"] = {}
+    for cell in config["cells"]:
+        dataset, method = cell.split("/")
+        config["methods"].setdefault(dataset, {})[method] = {"train": {"amp": amp}}
     return config
 
 

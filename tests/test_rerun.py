@@ -64,7 +64,7 @@ def test_forcerun_of_a_finished_cell_trains_from_step_0(repo):
 def test_a_diverging_preset_completes_the_dag_up_to_tables_and_claims(repo):
     name = preset(repo, "diverge.yaml", lambda c: (
         c.update(cells=["cmdsprites/sa", "cmdsprites/covloss"]),
-        c["methods"]["cmdsprites/covloss"].update(train={"lr": 1.0e+15})))  # overflows in the first steps
+        c["methods"]["cmdsprites"]["covloss"].update(train={"lr": 1.0e+30})))  # overflows in the first steps
     proc = snakemake(repo, "--cores", "2", "reports/tables", "reports/claims", configfile=name)
     counts = job_counts(proc.stdout + proc.stderr)  # sa's evaluate and probe rerun after an earlier test's train
     assert counts["train"] == 1 and counts["tables"] == 1 and counts["claims"] == 1, counts

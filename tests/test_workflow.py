@@ -1,12 +1,18 @@
 """The Snakemake workflow: full DAGs plan, one cell plans only its chain, a parameter change
-re-plans only its method, a finished run re-plans nothing, a bad config stops in one line."""
+re-plans only its method, a finished run re-plans nothing, a bad config stops in one line,
+numbers reach the jobs as numbers (exponent forms, `--config` values)."""
+import json
+import re
+import shutil
+
 import pytest
+import torch
 import yaml
 
 from slotcov.cells import EVAL_ONLY
 
 pytest.register_assert_rewrite("workflow_repo")
-from workflow_repo import BIN, PRESET, TARGETS, job_counts, plan, run, snakemake
+from workflow_repo import BIN, PRESET, REPO, TARGETS, exponent_preset, job_counts, plan, run, snakemake
 
 pytest_plugins = ["workflow_repo"]
 
@@ -54,7 +60,7 @@ def test_finished_run_replans_nothing_and_a_method_change_only_that_method(finis
     path = finished_repo / PRESET
     original = path.read_text()
     config = yaml.safe_load(original)
-    reg = config.setdefault("methods", {}).setdefault("cmdsprites/covloss", {}).setdefault("reg", {})
+    reg = config.setdefault("methods", {}).setdefault("cmdsprites", {}).setdefault("covloss", {}).setdefault("reg", {})
     reg["cov_weight"] = reg.get("cov_weight", 1.0) + 0.25
     path.write_text(yaml.safe_dump(config))
     try:
@@ -68,7 +74,7 @@ def test_finished_run_replans_nothing_and_a_method_change_only_that_method(finis
 
 
 @pytest.mark.parametrize("section,value,where", [
-    ("methods", {"cmdsprites/sa": {"train": {"stepz": 3}}}, "methods.cmdsprites/sa.train.stepz"),
+    ("methods", {"cmdsprites": {"sa": {"train": {"stepz": 3}}}}, "methods.cmdsprites.sa.train.stepz"),
     ("resources", {"train": {"stepz": 3}}, "resources.train.stepz"),  # resources are checked too
 ])
 def test_bad_config_key_stops_with_one_line(fresh_repo, tmp_path, section, value, where):
@@ -124,3 +130,90 @@ def test_pipeline_and_feature_settings_reach_their_jobs(fresh_repo):
     assert len(extract) == 2 and all("--dtype float32" in c for c in extract)
     half = [c for c in commands("--config", "data={features: {dtype: float16}}") if c.startswith("extract-features")]
     assert len(half) == 2 and all("--dtype float16" in c for c in half)
+
+
+# ---------------------------------------------------------------------------- numbers reach the jobs as numbers
+
+NESTED_FLOAT = "methods={cmdsprites: {covloss: {reg: {cov_weight: 0.5}}}}"
+EXPONENT = "datasets={cmdsprites: {train: {lr: 1e-5}}}"
+
+
+def _written(repo, preset="test") -> dict:
+    """The resolved config the workflow hands to its jobs (read as the CLIs read it: JSON)."""
+    return json.loads((repo / f".snakemake/slotcov/config-{preset}.json").read_text())
+
+
+def test_config_values_are_yaml(fresh_repo):
+    """`--config` values are numbers, lists and nested maps, merged into the preset; errors name --config."""
+    target = "results/metrics/cmdsprites/covloss/seed1.json"
+    counts, _ = plan(fresh_repo, target, "--config", NESTED_FLOAT, "seeds=[0,1]", EXPONENT)
+    assert counts == {"make_mdsprites": 1, "convert_mdsprites": 2, "train": 1, "evaluate": 1}
+    written = _written(fresh_repo)
+    assert written["seeds"] == [0, 1]
+    assert written["methods"]["cmdsprites"]["covloss"]["reg"] == {"projection": [32, 32], "cov_weight": 0.5}
+    assert written["datasets"]["cmdsprites"]["train"]["lr"] == 1e-5
+    assert written["datasets"]["cmdsprites"]["train"]["steps"] == 10  # the preset's, kept
+    counts, _ = plan(fresh_repo, "all", "--config", "seeds=[0,1]")
+    trained = sum(c not in EVAL_ONLY for c in written["cells"]) * 2
+    assert counts["train"] == trained and counts["evaluate"] == trained
+
+    for value, where in [("methods={cmdsprites: {covloss: {reg: {cov_weight: -0.5}}}}",
+                          "--config: methods.cmdsprites.covloss.reg.cov_weight: -0.5 is less than the minimum"),
+                         ("seeds=[0,-1]", "--config: seeds.1: -1 is less than the minimum"),
+                         ("methods={cmdsprites/covloss: {reg: {cov_weight: 0.5}}}",
+                          "write `methods: {cmdsprites: {covloss: {...}}}`")]:
+        proc = snakemake(fresh_repo, "-n", "all", "--config", value, check=False)
+        out = proc.stdout + proc.stderr
+        lines = [line for line in out.splitlines() if line.startswith("slotcov: ")]
+        assert proc.returncode != 0 and len(lines) == 1 and where in lines[0], out
+        assert "config/test.yaml" not in lines[0] and "Traceback" not in out
+
+
+def test_a_preset_in_the_former_methods_form_stops_with_the_new_form(fresh_repo, tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text((fresh_repo / PRESET).read_text().replace(
+        "methods:\n  cmdsprites:\n    covloss:\n", "methods:\n  cmdsprites/covloss: {reg: {cov_weight: 0.5}}\n"
+        "  cmdsprites:\n    covloss:\n"))
+    proc = snakemake(fresh_repo, "-n", "all", configfile=str(old), check=False)
+    out = proc.stdout + proc.stderr
+    lines = [line for line in out.splitlines() if "cmdsprites/covloss" in line]
+    assert proc.returncode != 0 and len(lines) == 1, out
+    assert lines[0] == (f"slotcov: {old}: methods.cmdsprites/covloss: a cell's overrides are nested by dataset, "
+                        "then method; write `methods: {cmdsprites: {covloss: {...}}}` "
+                        "(key path methods.cmdsprites.covloss.<section>.<key>)")
+
+
+def test_exponent_numbers_reach_real_train_jobs(finished_repo, tmp_path):
+    """Every number key in exponent form, plus a `--config` float, through a real train job; then lr 1.0e+30.
+
+    Runs seeds outside the preset's (7, 8) and removes them after: the finished run stays as it was.
+    """
+    repo = finished_repo
+    preset = exponent_preset(REPO, tmp_path)  # from the project's test preset: other tests edit the copy's
+    runs = [repo / "results/runs/cmdsprites/covloss/seed7", repo / "results/runs/cmdsprites/sa/seed8"]
+    try:
+        proc = snakemake(repo, "--cores", "1", f"{runs[0].relative_to(repo)}/run.json",
+                         "--config", "methods={cmdsprites: {covloss: {reg: {cov_weight: 5e-1}}}}",
+                         configfile=str(preset))
+        assert job_counts(proc.stdout + proc.stderr) == {"train": 1}  # the test preset's data, reused
+        cfg = torch.load(runs[0] / "model.pt", weights_only=True)["config"]
+        assert cfg["train"]["lr"] == 1e-5 and cfg["reg"]["cov_weight"] == 0.5 and cfg["reg"]["eps"] == 1e-4
+        assert cfg["train"]["decay_rate"] == 0.5 and cfg["train"]["grad_clip"] == 1.0
+        assert all(type(cfg[s][k]) is float for s, k in [("train", "lr"), ("reg", "cov_weight"), ("reg", "eps")])
+
+        huge = tmp_path / "huge.yaml"
+        huge.write_text(preset.read_text().replace("preset: exponents", "preset: huge").replace(
+            "    cosineloss: {reg:", "    sa: {train: {lr: 1.0e+30}}\n    cosineloss: {reg:"))
+        proc = snakemake(repo, "--cores", "1", f"{runs[1].relative_to(repo)}/run.json", configfile=str(huge),
+                         check=False)
+        lr = _written(repo, "huge")["methods"]["cmdsprites"]["sa"]["train"]["lr"]
+        assert lr == 1e30 and type(lr) is float
+        log = (repo / "logs/train/cmdsprites/sa/seed8.log").read_text()
+        # the job ran the trainer (whether it diverges is not this test's business), no config error
+        assert re.search(r"\bstep \d+", log) and "is not of type" not in log, log
+    finally:
+        for folder in runs:
+            shutil.rmtree(folder, ignore_errors=True)
+        for name in ["covloss/seed7", "sa/seed8"]:
+            (repo / f"logs/train/cmdsprites/{name}.log").unlink(missing_ok=True)
+            (repo / f"logs/bench/train/cmdsprites/{name}.tsv").unlink(missing_ok=True)

@@ -60,6 +60,34 @@ def copy_repo(dst: Path) -> Path:
     return dst
 
 
+# Every number-typed key of a preset (schema `type: number`), written in exponent forms that YAML 1.1
+# reads as strings (1e-5, 1e+0) or as floats that JSON then writes in such a form (1.0e-5 -> 1e-05).
+EXPONENTS = [
+    ("methods:\n  cmdsprites:\n    covloss:\n      reg: {projection: [32, 32]}\n", """methods:
+  cmdsprites:
+    covloss: {reg: {projection: [32, 32], cov_weight: 1e0, var_weight: 0e0, gamma: 0e0, eps: 1e-4},
+              model: {attn_sharpness: 1e0},
+              train: {lr: 1e-5, decay_rate: 5e-1, grad_clip: 1e+0}}
+    cosineloss: {reg: {cosine_weight: 1e-2, cosine_margin: 2e-1}}
+"""),
+    ("  betas: [0.1, 10.0]", "  betas: [1e-1, 1E+1]"),
+    ("probe: {protocol: authors,", "monitor: {progress_every_s: 6e1}\nprobe: {lr: 1e-3, min_delta: 1e-2, protocol: authors,"),
+    ("    train: {steps: 4, batch_size: 4,", "    train: {lr: 1.0e-5, steps: 4, batch_size: 4,"),  # COCO cells
+    ("preset: test", "preset: exponents"),
+]
+
+
+def exponent_preset(repo: Path, folder: Path) -> Path:
+    """The test preset as `exponents`, with every number-typed key in an exponent form (EXPONENTS)."""
+    text = (repo / PRESET).read_text()
+    for old, new in EXPONENTS:
+        assert text.count(old) == 1, f"{PRESET} changed: update EXPONENTS ({old!r})"
+        text = text.replace(old, new)
+    path = folder / "exponents.yaml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="session")
 def fresh_repo(tmp_path_factory) -> Path:
     """A copy of the repository with nothing run (for dry runs)."""

@@ -7,6 +7,7 @@ per method (slotcov.config.resolve_cell); the values here are the paper's.
 from __future__ import annotations
 
 import copy
+import json
 
 from slotcov.errors import UserError
 
@@ -36,7 +37,7 @@ DINOSAUR = {"kind": "dinosaur", "feature_dim": 768, "num_tokens": 196, "num_slot
 
 
 # Settings that exist only as knobs (the paper's runs used one value): (section, key) -> the paper's value.
-# A run with another value is marked in the tables (provenance field `non_paper`). Every cell has them.
+# Every cell has them; like any other setting, a run with another value is marked (non_paper_settings).
 KNOBS = {("train", "amp"): "fp32", ("train", "tf32_matmul"): False, ("model", "slot_init"): "authors",
          ("reg", "cosine_warmup"): 0, ("model", "mask_prior"): "none", ("model", "attn_sharpness"): 1.0}
 CNN_KNOBS = {("model", "encoder_kernel"): 5, ("model", "decoder_kernel"): 5}  # sa_cnn cells only
@@ -69,13 +70,25 @@ PAPER_CELLS: dict[str, dict] = {
 }
 EVAL_ONLY = {"coco/blockmasks"}  # evaluated, never trained
 
-def non_paper_settings(cfg: dict) -> list[str]:
-    """`section.key=value` for every knob of a resolved cell config set away from the paper's value."""
+# Cell settings that say how a run is carried out, not what it computes: another value than the
+# paper's is no departure. The seed is each result's own axis (its file name and provenance); thread
+# count and torch.compile change only the order of floating-point operations; how often a run
+# checkpoints or logs changes no update.
+BOOKKEEPING = {("train", "seed"), ("train", "threads"), ("train", "compile"), ("train", "checkpoint_every"),
+               ("train", "log_every")}
+
+
+def non_paper_settings(cfg: dict, cell: str) -> list[str]:
+    """`section.key=value` for every setting of a resolved cell config that differs from the paper cell
+    `cell` (any key of model, reg and train but BOOKKEEPING; keys the paper cell lacks count too)."""
+    paper = PAPER_CELLS[cell]
     out = []
-    for (section, key), paper in _knobs(cfg["model"]).items():
-        value = cfg[section][key]
-        if value != paper:
-            out.append(f"{section}.{key}={value}")
+    for section in ("model", "reg", "train"):
+        mine, theirs = cfg.get(section, {}), paper[section]
+        for key in [*theirs, *(k for k in mine if k not in theirs)]:
+            if (section, key) not in BOOKKEEPING and key in mine and (key not in theirs or mine[key] != theirs[key]):
+                value = mine[key]
+                out.append(f"{section}.{key}={value if isinstance(value, str) else json.dumps(value)}")
     return out
 
 

@@ -1,7 +1,7 @@
 """The checkpoint policy of a training run: what a checkpoint holds, when one is written, resuming.
 
 ckpt.pt is written every `checkpoint_every` steps, at the last step, when a run stops early
-(`stop_after`) and when SIGTERM/SIGUSR1 arrives, at most once per step; model.pt when all steps
+(`stop_after`) and when SIGTERM/SIGUSR1 (a scheduler) or SIGINT (Ctrl-C) arrives, at most once per step; model.pt when all steps
 are done, then the run record run.json (`{"status": "finished" | "diverged", "run_id", ...}`).
 Each file records the run's identity (slotcov.identity); resuming is for interrupted runs of the
 same identity only. Every write is atomic (a temporary file, then a rename), and reading one never
@@ -26,6 +26,7 @@ from slotcov.io import atomic_path, write_json
 from slotcov.step import NonFiniteLoss
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job was asked to stop and checkpointed; resubmit to resume
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C: checkpointed, run again to resume
 CKPT_KEYS = {"ckpt.pt": ("model", "head", "optimizer", "step", "rng", "config", "config_hash"),
              "model.pt": ("model", "head", "config", "config_hash")}
 STALE_FLAG = "--drop-stale-checkpoint"
@@ -33,7 +34,11 @@ RECORD = "run.json"  # the run's record: the train job's declared output
 
 
 class Preempted(RuntimeError):
-    """SIGTERM/SIGUSR1 arrived; a checkpoint was written."""
+    """SIGTERM/SIGUSR1/SIGINT arrived; a checkpoint was written. `signal`: the signal's name."""
+
+    def __init__(self, message: str, signal_name: str = "SIGTERM"):
+        super().__init__(message)
+        self.signal = signal_name
 
 
 def save_checkpoint(path: Path, **state) -> None:
@@ -215,19 +220,28 @@ class Checkpointer:
 
 
 class Signals:
-    """Records SIGTERM/SIGUSR1 (a scheduler's request to stop) while active; `name` is the last one, or None."""
+    """Records SIGTERM/SIGUSR1 (a scheduler's request to stop) and SIGINT (Ctrl-C) while active;
+    `name` is the last one, or None. A second SIGINT raises KeyboardInterrupt at once (no checkpoint)."""
 
     def __init__(self):
         self.name: str | None = None
 
     def _on(self, signum, _frame):
+        if signum == signal.SIGINT and self.name == "SIGINT":
+            raise KeyboardInterrupt
         self.name = signal.Signals(signum).name
 
     @contextlib.contextmanager
     def caught(self):
-        """Install the handlers (main thread only: elsewhere Python allows none) and restore the old ones after."""
+        """Install the handlers (main thread only: elsewhere Python allows none) and restore the old ones after.
+
+        An ignored SIGINT stays ignored (a background job of a shell), as Python itself leaves it.
+        """
         main = threading.current_thread() is threading.main_thread()
-        old = {s: signal.signal(s, self._on) for s in (signal.SIGTERM, signal.SIGUSR1)} if main else {}
+        wanted = [signal.SIGTERM, signal.SIGUSR1]
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            wanted.append(signal.SIGINT)
+        old = {s: signal.signal(s, self._on) for s in wanted} if main else {}
         try:
             yield self
         finally:

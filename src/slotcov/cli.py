@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"slotcov {name}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which checkpoints first): outputs are atomic
+        print(f"slotcov {name}: interrupted (SIGINT); run the same command again to redo or resume it",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,13 +1,19 @@
 """Config files: load, validate against the JSON schema, resolve one cell's settings.
 
 A cell's settings are the paper's (slotcov.cells.PAPER_CELLS) with the preset's
-`datasets.<dataset>` and then `methods.<cell>` overrides merged over them.
+`datasets.<dataset>` and then `methods.<dataset>.<method>` overrides merged over them.
+
+Every YAML that slotcov reads (presets, `--set` and `--config` values, the schema) goes
+through one loader, `load_yaml`: PyYAML's safe loader with YAML 1.2's float rule, so `1e-5`,
+`1e+30` and `1.0e5` are numbers (YAML 1.1, PyYAML's default, reads them as strings). A file
+the workflow writes for the CLIs is JSON and is read back with json.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -54,6 +60,30 @@ DEFAULTS = {
 }
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1) plus YAML 1.2's floats without a dot or exponent sign."""
+
+
+# YAML 1.1 floats need a dot and a signed exponent ("1.0e-5"); YAML 1.2 also takes 1e-5, 1E+30,
+# 1.0e5. Added after PyYAML's own resolvers: no YAML 1.1 int, float or timestamp matches these.
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+                              list("-+.0123456789"))
+
+
+def load_yaml(text: str):
+    """Parse YAML text as slotcov does everywhere (safe; YAML 1.2 floats); yaml.YAMLError if malformed."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader: it builds plain data only
+
+
+def parse_value(text: str, where: str):
+    """A command-line value (`--set`, `--config`) parsed as YAML, or a one-line UserError naming `where`."""
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as err:
+        raise UserError(f"{where}: not valid YAML: {str(err).splitlines()[0]}") from None
+
+
 def resolve(config: dict) -> dict:
     """A validated config over DEFAULTS: every key present (the config the rules and CLIs read)."""
     out = deep_merge(DEFAULTS, config)
@@ -68,7 +98,17 @@ def _splits_end(splits: dict) -> int:
 
 
 def _schema() -> dict:
-    return yaml.safe_load(resources.files("slotcov").joinpath("config.schema.yaml").read_text())
+    return load_yaml(resources.files("slotcov").joinpath("config.schema.yaml").read_text())
+
+
+def _strict_integer(_checker, instance) -> bool:
+    """JSON schema "integer" as a Python int: 1000.0 (written 1e3 or 1000.0) is a float, and counts index arrays."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer))
 
 
 def _where(path) -> str:
@@ -77,7 +117,8 @@ def _where(path) -> str:
 
 def validate(config: dict, source: str = "config") -> dict:
     """Check `config` against the schema and the cells' constraints; raise one-line UserError."""
-    _raise_first(jsonschema.Draft202012Validator(_schema()).iter_errors(config), source)
+    check_methods_form(config, source)
+    _raise_first(_Validator(_schema()).iter_errors(config), source)
     check_probe_span(config.get("data", {}).get("cmdsprites", {}).get("splits", {}), source)
     check_replica_size(resolve(config)["data"]["cmdsprites"], source)
     for cell in config["cells"]:
@@ -89,6 +130,17 @@ def validate(config: dict, source: str = "config") -> dict:
         except UserError as err:
             raise UserError(f"{source}: {err}") from None
     return config
+
+
+def check_methods_form(config: dict, source: str = "config") -> None:
+    """`methods` is nested by dataset, then method; a "dataset/method" key (an older form) is one clear error."""
+    methods = config.get("methods")
+    old = [k for k in methods if "/" in str(k)] if isinstance(methods, dict) else []
+    if old:
+        dataset, _, method = str(old[0]).partition("/")
+        raise UserError(f"{source}: methods.{old[0]}: a cell's overrides are nested by dataset, then method; "
+                        f"write `methods: {{{dataset}: {{{method}: {{...}}}}}}` "
+                        f"(key path methods.{dataset}.{method}.<section>.<key>)")
 
 
 def check_probe_span(splits: dict, source: str = "config") -> None:
@@ -115,7 +167,7 @@ def check_replica_size(cmd: dict, source: str = "config") -> None:
 def check_override(override: dict, source: str = "--set") -> None:
     """Check a cell override (--set, --seed) against the schema's per-cell section; raise one-line UserError."""
     schema = _schema()
-    validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/override"})
+    validator = _Validator({"$defs": schema["$defs"], "$ref": "#/$defs/override"})
     _raise_first(validator.iter_errors(override), source)
 
 
@@ -130,7 +182,10 @@ def _raise_first(errors, source: str) -> None:
         if error.validator == "enum":
             raise UserError(f"{source}: {_where(error.absolute_path)} = {error.instance!r} is not allowed; "
                             f"choose one of: {', '.join(map(str, error.validator_value))}")
-        raise UserError(f"{source}: {_where(error.absolute_path)}: {error.message}")
+        hint = ""
+        if error.validator == "type" and "integer" in str(error.validator_value) and isinstance(error.instance, float):
+            hint = "; write a whole number without a dot or exponent (e.g. 100000, not 1e5)"
+        raise UserError(f"{source}: {_where(error.absolute_path)}: {error.message}{hint}")
 
 
 def check_cell(cfg: dict, cell: str, source: str = "config") -> None:
@@ -149,13 +204,16 @@ def check_cell(cfg: dict, cell: str, source: str = "config") -> None:
         raise UserError(f"{source}: {cell}: warmup_steps {t['warmup_steps']} exceeds steps {t['steps']}")
 
 
-def read_yaml(path: str | Path) -> dict:
-    """A YAML config file's mapping, not yet validated; one-line UserError if unreadable."""
+def read_config(path: str | Path) -> dict:
+    """A config file's mapping, not yet validated: JSON (*.json, what the workflow writes) with json,
+    anything else with load_yaml; one-line UserError if unreadable."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"config file {path} not found")
     try:
-        config = yaml.safe_load(path.read_text())
+        config = json.loads(path.read_text()) if path.suffix == ".json" else load_yaml(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON: {err}") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(config, dict):
@@ -165,7 +223,40 @@ def read_yaml(path: str | Path) -> dict:
 
 def load(path: str | Path) -> dict:
     """Read, validate and resolve a YAML (or JSON) config file."""
-    return resolve(validate(read_yaml(path), str(path)))
+    return resolve(validate(read_config(path), str(path)))
+
+
+def parse_config_args(items: list[str] | None) -> dict:
+    """Snakemake's `--config KEY=VALUE` items as a mapping, each VALUE parsed with load_yaml
+    (numbers, lists, nested maps); later items merge over earlier ones, as Snakemake merges them."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--config {item!r}: expected KEY=VALUE, e.g. seeds=[0,1]")
+        out = deep_merge(out, {key: parse_value(value, f"--config {key}")})
+    return out
+
+
+def workflow_config(preset_files: list, config_args: list[str] | None, default: str | Path = "config.yaml") -> dict:
+    """The resolved config of a Snakemake run: the preset files (else `default`), then `--config` on top.
+
+    A preset file is the whole config; `default` lies underneath only when no file names a
+    `preset`. Errors name the file, or `--config` for what came from there.
+    """
+    given = {}
+    for path in preset_files:
+        given = deep_merge(given, read_config(path))
+    overrides = parse_config_args(config_args)
+    sources = list(preset_files)
+    if "preset" not in given:
+        given = deep_merge(read_config(default), given)
+        sources.insert(0, default)
+    source = ", ".join(map(str, sources))
+    validate(copy.deepcopy(given), source)
+    if overrides:
+        given = validate(deep_merge(given, overrides), "--config")
+    return resolve(given)
 
 
 def deep_merge(base: dict, over: dict | None) -> dict:
@@ -181,9 +272,9 @@ def resolve_cell(config: dict, cell: str, overrides: dict | None = None) -> dict
     """The full settings of `cell` ("dataset/method") under `config`, plus optional overrides."""
     if cell not in PAPER_CELLS:
         raise UserError(f"unknown cell {cell!r}; choose one of: {', '.join(PAPER_CELLS)}")
-    dataset = cell.split("/")[0]
+    dataset, method = cell.split("/")
     cfg = deep_merge(PAPER_CELLS[cell], config.get("datasets", {}).get(dataset))
-    cfg = deep_merge(cfg, config.get("methods", {}).get(cell))
+    cfg = deep_merge(cfg, config.get("methods", {}).get(dataset, {}).get(method))
     return deep_merge(cfg, overrides)
 
 
@@ -209,7 +300,7 @@ def parse_set(items: list[str]) -> dict:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = parse_value(value, f"--set {key}")
     return out
 
 

@@ -130,12 +130,30 @@ def evaluate_blockmasks(dataset, num_blocks: int, batch_size: int = 64, authors_
     return {**_ari_metrics(aris, parts), "mbo": summarize(torch.cat(mbos))["mean"]}
 
 
-def _git_commit() -> str:
+def _git(*args: str) -> str | None:
+    """The output of a git command in the working directory, or None (no git, not a repository)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10).stdout
     except Exception:
-        return "unknown"
+        return None
+
+
+def _git_commit() -> str:
+    return (_git("rev-parse", "HEAD") or "unknown").strip()
+
+
+DIRTY_PATHS_SHOWN = 20  # of `git status --porcelain`; the rest is counted
+
+
+def _git_dirty() -> dict:
+    """Whether the working tree differs from the commit (changed, staged or untracked files) and which paths."""
+    status = _git("status", "--porcelain")
+    if status is None:
+        return {"dirty": "unknown", "dirty_paths": ""}
+    paths = [line[3:] for line in status.splitlines() if line.strip()]
+    shown = ", ".join(paths[:DIRTY_PATHS_SHOWN])
+    more = len(paths) - DIRTY_PATHS_SHOWN
+    return {"dirty": bool(paths), "dirty_paths": shown + (f" (+{more} more)" if more > 0 else "")}
 
 
 def _store_settings(manifest: dict) -> list[str]:
@@ -173,10 +191,10 @@ def provenance(config: dict, cell: str, cfg: dict | None, run_dir: Path | None, 
         wall = lines[-1].split(",")[-1] if len(lines) > 1 else ""
     dev = torch.device(device)
     return {
-        "cell": cell, "preset": config["preset"], "git_commit": _git_commit(),
+        "cell": cell, "preset": config["preset"], "git_commit": _git_commit(), **_git_dirty(),
         "config_hash": config_hash(cfg) if cfg else "", "pipeline": meta.get("pipeline") or dataset,
         "train_pipeline": _train_pipeline(config, dataset) if cfg else "",
-        "non_paper": "; ".join(non_paper_settings(cfg) + _store_settings(manifest)) if cfg else "",
+        "non_paper": "; ".join(non_paper_settings(cfg, cell) + _store_settings(manifest)) if cfg else "",
         "dataset_kind": kind, "encoder_weights": "random" if "random" in str(weights) else
         ("dino" if weights not in ("none", "unknown") else weights),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
@@ -234,6 +252,7 @@ def cli_evaluate(argv: list[str]) -> int:
     import argparse
 
     from slotcov import config as C
+    from slotcov.cells import EVAL_ONLY, PAPER_CELLS
     from slotcov.data import open_dataset
     from slotcov.io import resolve_device
     from slotcov.train import load_trained
@@ -258,6 +277,8 @@ def cli_evaluate(argv: list[str]) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a cell setting the run was trained with, as slotcov train's --set (repeatable)")
     args = p.parse_args(argv)
+    if args.cell not in PAPER_CELLS and args.cell not in EVAL_ONLY:
+        raise UserError(f"unknown cell {args.cell!r}; choose one of: {', '.join([*PAPER_CELLS, *sorted(EVAL_ONLY)])}")
     config = C.load(args.config)
     batch_size = config["eval"]["batch_size"] if args.batch_size is None else args.batch_size
     n_samples = config["eval"]["n_samples"] if args.n_samples is None else args.n_samples

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from slotcov.cells import EVAL_ONLY, PAPER_CELLS
-from slotcov.config import check_override, deep_merge, load, parse_set, resolve_cell
+from slotcov.config import check_override, deep_merge, load, load_yaml, parse_set, resolve_cell
 from slotcov.errors import UserError
 from slotcov.io import atomic_path
 
@@ -226,7 +226,7 @@ def train_runtime(config: dict, cell: str, default):
     path = config.get("plan")
     if not path or not Path(path).exists():
         return default
-    row = (yaml.safe_load(Path(path).read_text()) or {}).get("cells", {}).get(cell)
+    row = (load_yaml(Path(path).read_text()) or {}).get("cells", {}).get(cell)
     if not row or row.get("steps") != resolve_cell(config, cell)["train"]["steps"]:
         return default
     return row["runtime_min"]

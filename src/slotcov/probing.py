@@ -243,6 +243,7 @@ def cli_probe(argv: list[str]) -> int:
 
     from slotcov import config as C
     from slotcov import identity
+    from slotcov.cells import PAPER_CELLS
     from slotcov.data import open_dataset
     from slotcov.evaluate import diverged_result, provenance, scored_run
     from slotcov.io import write_json
@@ -262,6 +263,10 @@ def cli_probe(argv: list[str]) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a cell setting the run was trained with, as slotcov train's --set (repeatable)")
     args = p.parse_args(argv)
+    probed = [c for c in PAPER_CELLS if c.startswith("cmdsprites/")]
+    if args.cell not in probed:
+        raise UserError(f"--cell {args.cell}: the probe reads ColoredMDSprites scenes; "
+                        f"choose one of: {', '.join(probed)}")
     config = C.load(args.config)
     device = str(resolve_device(args.device))
     record, cfg = scored_run(config, args.config, args.cell, args.run, args.seed, args.set)

@@ -28,7 +28,7 @@ MARKS = {
     "pipeline": (r"\P", "trained or scored under another pipeline than the paper's ({detail})."),
     "probe": (r"\flat", "probed otherwise than the authors' probe ({detail})."),
     "preset": ("*", "reduced preset ({detail}), not the paper's schedule."),
-    "knobs": (r"\sharp", "settings the paper's runs did not use ({detail})."),
+    "knobs": (r"\sharp", "settings that differ from the paper's ({detail})."),
     "noprov": ("?", "no provenance file: setting unknown."),
 }
 
@@ -63,7 +63,7 @@ def _marks(group: pd.DataFrame, dataset: str, method: str) -> dict[str, str]:
              for v in values(f"prov_probe_{k}") if v != str(want).lower()]
     if probe:
         out["probe"] = "; ".join(probe)
-    knobs = [k for k in values("prov_non_paper") if k]  # e.g. "train.amp=bf16; model.slot_init=glorot"
+    knobs = _items(values("prov_non_paper"))  # each e.g. "train.amp=bf16; model.slot_init=glorot"
     if knobs:
         out["knobs"] = "; ".join(knobs)
     presets = [p for p in values("prov_preset") if p != "paper"]
@@ -79,6 +79,25 @@ def _pipeline_departures(values, dataset: str, method: str) -> str:
     trained = [p for p in values("prov_train_pipeline") if p and want and p != want]
     return "; ".join(([f"scored on {', '.join(scored)} instead of {want}"] if scored else [])
                      + ([f"trained on {', '.join(trained)} instead of {want}"] if trained else []))
+
+
+def _items(lists) -> list[str]:
+    """The distinct items of "; "-joined lists, in order of first appearance."""
+    return list(dict.fromkeys(item for text in lists for item in text.split("; ") if item))
+
+
+NOTE_ITEMS = 4  # settings a footnote names; the rest is counted (every cell's full list: provenance non_paper)
+
+
+def _note_detail(key: str, details: list[str]) -> str:
+    """The footnote detail of a mark over a table's cells: the non-paper settings counted, the first few named."""
+    if key != "knobs":
+        return "; ".join(details)
+    items = _items(details)
+    if len(items) <= NOTE_ITEMS:
+        return "; ".join(items)
+    return (f"{len(items)} settings, e.g. {'; '.join(items[:NOTE_ITEMS])}; "
+            "each cell's list: provenance field non_paper")
 
 
 def summarize(df: pd.DataFrame, dataset: str, methods: list[str], metrics: list[str],
@@ -173,7 +192,7 @@ def _notes(summary: pd.DataFrame) -> str:
     for key, (mark, text) in MARKS.items():
         details = sorted({d[key] for d in summary["_detail"] if key in d})
         if details:
-            lines.append(_sup([key]) + " " + tex_escape(text.format(detail="; ".join(details))))
+            lines.append(_sup([key]) + " " + tex_escape(text.format(detail=_note_detail(key, details))))
     lines.append(r"Cells: mean $\pm$ std over seeds, number of seeds in parentheses; -- = not run.")
     if summary.get("n_diverged", pd.Series(dtype=int)).any():
         lines.append("diverged $k/n$: $k$ of the $n$ seeds found stopped at a non-finite loss or gradient; "

@@ -2,7 +2,7 @@
 
 This module holds the loop, the schedule, the batches and the log; `slotcov.step` the update
 (forward, loss, backward, clip, Adam) and the non-finite monitor; `slotcov.checkpoint` when and
-how checkpoints are written and read, and the SIGTERM/SIGUSR1 handling (exit 75).
+how checkpoints are written and read, and the SIGTERM/SIGUSR1 (exit 75) and SIGINT (exit 130) handling.
 
 Files in the run folder (each .pt and run.json records the run's identity, slotcov.identity):
   ckpt.pt    the latest checkpoint of an interrupted run (atomic; the previous one stays until the new
@@ -34,8 +34,8 @@ import torch
 from tqdm import tqdm
 
 from slotcov.cells import build_cell
-from slotcov.checkpoint import (EXIT_PREEMPTED, RECORD, STALE_FLAG, Checkpointer, Preempted, Signals,  # noqa: F401
-                                load_checkpoint, read_record, save_checkpoint)
+from slotcov.checkpoint import (EXIT_INTERRUPTED, EXIT_PREEMPTED, RECORD, STALE_FLAG, Checkpointer,  # noqa: F401
+                                Preempted, Signals, load_checkpoint, read_record, save_checkpoint)
 from slotcov.config import config_hash
 from slotcov.errors import UserError
 from slotcov.identity import input_records
@@ -240,7 +240,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
                     ckpt.save(step, model, head, update.opt, dev)  # once per step, also when both hold
                 if signalled:
                     raise Preempted(f"{signalled} at step {step}: checkpoint written to {ckpt.path}; "
-                                    f"run the same command again to resume")
+                                    f"run the same command again to resume", signalled)
         except NonFiniteLoss as err:
             if err.last_finite_loss is None:  # diverged at the first step of this process: the log knows
                 err.last_finite_loss = _last_logged_loss(out / "log.csv")
@@ -288,6 +288,15 @@ def load_trained(run_dir: str | Path, device: str = "cpu"):
     return model.to(dev).eval(), head.to(dev).eval(), ck["config"]
 
 
+def check_data_flags(cell: str, features: str | None) -> None:
+    """A COCO cell trains on ViT features (--features); a ColoredMDSprites cell on images only."""
+    if cell.startswith("coco/") and not features:
+        raise UserError(f"{cell} trains on ViT features: pass --features DIR (the feature store of --data, "
+                        "made by `slotcov extract-features`)")
+    if not cell.startswith("coco/") and features:
+        raise UserError(f"{cell} reads images only: remove --features (it is for COCO cells)")
+
+
 def cli_train(argv: list[str]) -> int:
     import argparse
 
@@ -316,13 +325,14 @@ def cli_train(argv: list[str]) -> int:
     C.check_override(overrides, "--set/--seed")
     cfg = C.resolve_cell(config, args.cell, overrides)
     C.check_cell(cfg, args.cell, args.config)
+    check_data_flags(args.cell, args.features)  # before the run folder exists
     dataset = open_dataset(args.cell.split("/")[0], args.data, args.features)
     try:
         train(cfg, dataset, args.out, args.device, progress=not args.no_progress,
               monitor=monitor_settings(config), drop_stale=args.drop_stale_checkpoint)
     except Preempted as err:
         print(f"slotcov train: {err}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return EXIT_INTERRUPTED if err.signal == "SIGINT" else EXIT_PREEMPTED
     except NonFiniteLoss as err:  # a result: the run record says where and what
         print(f"slotcov train: {args.cell} seed {args.seed} diverged: {err}", file=sys.stderr)
     except torch.OutOfMemoryError:

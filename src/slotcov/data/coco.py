@@ -247,9 +247,10 @@ class CocoArrays:
 
     def __init__(self, dir: str | os.PathLike, features=None):
         self.dir = Path(dir)
+        for name in ("meta.json", "image128.npy", "true_ids.npy", "image_ids.npy"):
+            if not (self.dir / name).exists():
+                raise UserError(f"{self.dir / name} not found; run `slotcov prepare-coco` first")
         meta_file = self.dir / "meta.json"
-        if not meta_file.exists():
-            raise UserError(f"{meta_file} not found; run `slotcov prepare-coco` first")
         self.meta = json.loads(meta_file.read_text())
         self.image128 = np.load(self.dir / "image128.npy", mmap_mode="r")
         self.true_ids = np.load(self.dir / "true_ids.npy", mmap_mode="r")

@@ -301,8 +301,11 @@ def cli_extract_features(argv: list[str]) -> int:
                         help="seconds between progress lines when stderr is not a terminal (a job's log)")
     args = parser.parse_args(argv)
     split = Path(args.images)
-    if not (split / "image224.npy").exists():
-        raise UserError(f"{split / 'image224.npy'} not found; run `slotcov prepare-coco` first")
+    for name in ("image224.npy", "image_ids.npy"):
+        if not (split / name).exists():
+            raise UserError(f"{split / name} not found; run `slotcov prepare-coco` first")
+    if args.batch_size < 1 or args.chunk < 1:
+        raise UserError(f"--batch-size {args.batch_size} and --chunk {args.chunk} must be at least 1")
     images = np.load(split / "image224.npy", mmap_mode="r")
     ids = np.load(split / "image_ids.npy")
     model = build_vit(args.model, args.weights, args.seed)
