@@ -226,7 +226,7 @@ def test_update_applies_one_clipped_adam_step_and_skips_a_nonfinite_batch():
 # norm its log.csv holds, and the L2 norm of each top-level module's final weights. Recorded from a run whose
 # weights and log were bit-identical to those of the trainer before it was split into slotcov.step and
 # slotcov.checkpoint. The learning rate is left out: test_schedule pins it exactly. Regenerate only when a
-# change is MEANT to move the numbers, and say so in the commit: the test prints a run's numbers in this form.
+# change is MEANT to move the numbers, and say so in the commit: on failure the test shows a run's numbers.
 REFERENCE = {
     "cmdsprites/covloss": {
         "loss": [0.298079, 0.314779, 0.282948, 0.300881, 0.135136, 0.207295, 0.154821, 0.133383, 0.106861, 0.122828,
@@ -295,7 +295,7 @@ def off_reference(got: dict, ref: dict) -> list[str]:
 @pytest.mark.parametrize("cell", list(REFERENCE))
 def test_the_trainers_numbers_match_the_recorded_reference(cell, tmp_path):
     """Two runs in this process are bit-identical (a property of the code on one machine); their numbers
-    match REFERENCE, made on another machine, within REL_TOL."""
+    match REFERENCE, made on one machine and checked on every other, within REL_TOL."""
     for run in ("a", "b"):
         train(tiny_cell(cell, steps=20), tiny_dataset(), tmp_path / run, device="cpu", progress=False)
     a, b = (torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("a", "b"))
