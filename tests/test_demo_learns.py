@@ -6,6 +6,7 @@ replica for a fraction of its schedule, scores well above masks that ignore obje
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from slotcov import config as C
@@ -16,6 +17,7 @@ from slotcov.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.trained_numbers
 def test_demo_sa_finds_objects_in_600_steps(tmp_path):
     demo = C.load(ROOT / "config.yaml")
     cfg = C.resolve_cell(demo, "cmdsprites/sa", {"train": {"steps": 600, "checkpoint_every": 600}})
@@ -34,6 +36,9 @@ def test_demo_sa_finds_objects_in_600_steps(tmp_path):
     print(f"demo SA after 600 steps: FG-ARI {metrics['fg_ari']:.1f} mBO {metrics['mbo']:.1f} "
           f"(block masks {blocks['fg_ari']:.1f} / {blocks['mbo']:.1f}), MSE {metrics['mse']:.5f}")
     # Block masks ignore the image; beating them on mBO means masks that follow the sprites.
+    # Thresholds, not a reference: training's floating-point results differ between CPUs. With the native
+    # AVX-512 kernels and with ATEN_CPU_CAPABILITY=default this run scored FG-ARI 68.1 and 68.9, mBO 57.7
+    # both times, MSE 0.00485 and 0.00484: each threshold is several times that difference away.
     assert metrics["fg_ari"] > 60 and metrics["fg_ari"] > blocks["fg_ari"] + 5
     assert metrics["mbo"] > blocks["mbo"] + 15
     assert metrics["mse"] < 0.008  # the background-only plateau of the paper's decoder masks is about 0.015

@@ -27,13 +27,16 @@ TINY = {
     "coco/dinosaur": {"model": {"feature_dim": 32, "num_tokens": 16, "num_slots": 3, "slot_dim": 16,
                                 "mlp_hidden": 32, "decoder_hidden": [48]}},
 }
+# Clip thresholds inside the tiny runs' range of gradient norms (cmdsprites/sa: 0.10 to 4.0, coco/dinosaur:
+# 0.07 to 0.22), so that about half of the 50 steps exercise gradient clipping in both trainers.
+CLIP = {"cmdsprites/sa": 0.5, "coco/dinosaur": 0.1}
 BATCH = 8
 
 
 def tiny_cell(cell: str, steps: int) -> dict:
-    """The paper cell scaled down, fp32, a constant learning rate (the baseline has no schedule)."""
+    """The paper cell scaled down, fp32, a constant learning rate (the baseline has no schedule), clipped at CLIP."""
     train_cfg = {"steps": steps, "batch_size": BATCH, "warmup_steps": 0, "decay_rate": 1.0, "log_every": 1,
-                 "checkpoint_every": 10 ** 9, "compile": False, "amp": "fp32", "seed": 3}
+                 "checkpoint_every": 10 ** 9, "compile": False, "amp": "fp32", "seed": 3, "grad_clip": CLIP[cell]}
     return deep_merge(PAPER_CELLS[cell], {**TINY[cell], "train": train_cfg})
 
 
@@ -71,17 +74,24 @@ def run_both(cell: str, steps: int, tmp_path: Path):
     return init, (ours, ours_loss), (base_state, np.array(base_loss))
 
 
+def alpha_logit_bias(state: dict) -> str:
+    """The decoder's last bias, whose last entry is the alpha logit's bias. That entry adds the same
+    number to every slot's logit, so it cancels in the softmax over slots: its exact gradient is 0, and
+    its computed one is rounding noise that Adam scales up to about lr per step. It is left out below."""
+    return [k for k in state if k.startswith("decoder.") and k.endswith(".bias")][-1]
+
+
+@pytest.mark.trained_numbers
 @pytest.mark.parametrize("cell", list(TINY))
 def test_one_fp32_step_equals_the_baseline_step(cell, tmp_path):
     init, (ours, _), (base, _) = run_both(cell, 1, tmp_path)
     lr = PAPER_CELLS[cell]["train"]["lr"]
     assert ours.keys() == base.keys()
-    # the alpha logit's bias (last output of the decoder's last layer) cancels in the softmax over
-    # slots: its exact gradient is 0, its computed one rounding noise that Adam scales up to ~lr
-    alpha_bias = [k for k in init if k.startswith("decoder.") and k.endswith(".bias")][-1]
+    alpha_bias = alpha_logit_bias(init)
     for name in ours:
         # the update, not just the weights: Adam's first step moves every weight by about lr,
         # so a wrong update hides under a tolerance on the weights themselves
+        # over the kernel choices listed above LOSS_RTOL, the largest difference was a sixth of this tolerance
         ours_step, base_step = ours[name] - init[name], base[name] - init[name]
         if name == alpha_bias:
             ours_step[-1] = base_step[-1] = 0
@@ -89,11 +99,27 @@ def test_one_fp32_step_equals_the_baseline_step(cell, tmp_path):
         assert not torch.equal(ours[name], init[name]), f"{name} did not move"
 
 
+# Both trainers run on the same machine, but their kernels sum in different orders (the decoder's first
+# layer by linearity, fused ops), and 50 clipped steps amplify that rounding. Over 12 kernel choices and
+# thread counts (native AVX-512; ATEN_CPU_CAPABILITY avx2 and default; MKL_ENABLE_INSTRUCTIONS AVX2 and
+# SSE4_2; MKL_CBWR=COMPATIBLE; ONEDNN_MAX_CPU_ISA AVX2; oneDNN off; 1 and 2 threads; combinations) the
+# largest differences were 2.0e-5 relative in a logged loss and 2.0e-4 absolute in a weight (50 updates
+# move a weight by up to 2e-2); the tolerances are ten and five times those. The alpha logit's bias (see
+# alpha_logit_bias) drifted by up to 1.5e-4 and is left out. Bugs still fail the loss curve: a 0.1% larger
+# learning rate, a 10% higher clip threshold, no clipping, the previous step's loss logged.
+LOSS_RTOL, WEIGHT_RTOL, WEIGHT_ATOL = 2e-4, 1e-3, 1e-3
+
+
+@pytest.mark.trained_numbers
 @pytest.mark.parametrize("cell", list(TINY))
 def test_fifty_fp32_steps_give_the_baseline_loss_curve(cell, tmp_path):
-    _, (ours, ours_loss), (base, base_loss) = run_both(cell, 50, tmp_path)
+    init, (ours, ours_loss), (base, base_loss) = run_both(cell, 50, tmp_path)
     assert len(ours_loss) == len(base_loss) == 50
     assert base_loss[-1] < base_loss[0]  # it trains: the curve is not flat
-    np.testing.assert_allclose(ours_loss, base_loss, rtol=1e-4)  # log.csv keeps 6 significant digits
+    np.testing.assert_allclose(ours_loss, base_loss, rtol=LOSS_RTOL)
+    alpha_bias = alpha_logit_bias(init)
     for name in ours:
-        torch.testing.assert_close(ours[name], base[name], rtol=1e-3, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+        if name == alpha_bias:
+            ours[name][-1] = base[name][-1] = 0
+        torch.testing.assert_close(ours[name], base[name], rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL,
+                                   msg=lambda m, n=name: f"{n}: {m}")

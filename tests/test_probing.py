@@ -146,6 +146,7 @@ def test_counts_and_early_stop_on_a_flat_validation_loss(monkeypatch):
     assert full["stopped_at_step"] == 30
 
 
+@pytest.mark.trained_numbers
 def test_informative_slots_are_decoded_and_noise_is_not():
     settings = {**SMALL, "steps": 400, "lr": 1e-2, "min_delta": -1e9, "train_scenes": 300,
                 "val_scenes": 20, "test_scenes": 100}
