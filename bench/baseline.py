@@ -3,9 +3,9 @@ eager fp32 PyTorch reimplementation (the style of their scratchpad and of most p
 Attention code): no mixed precision, default memory format, no compilation, a
 host-device sync per step for logging, a fresh DataLoader-style batch copy per step.
 
-Kept independent of slotcov.models on purpose, so that the ratio measures the project's
+Kept independent of slotcov.train.models on purpose, so that the ratio measures the project's
 trainer against what a researcher would write, for the same architecture and config
-(every LayerNorm with eps 1e-3, as in slotcov.models). `from_slotcov` builds the baseline
+(every LayerNorm with eps 1e-3, as in slotcov.train.models). `from_slotcov` builds the baseline
 of a slotcov model with the same weights: the equivalence test (tests/test_equivalence.py)
 checks that one step, and 50, of both trainers give the same numbers.
 """
@@ -118,7 +118,7 @@ def train_steps(model, batches, steps, device, lr=4e-4, clip=None):
     return losses
 
 
-# slotcov.models parameter names -> the names above (prefix renames, first match wins)
+# slotcov.train.models parameter names -> the names above (prefix renames, first match wins)
 _RENAMES = {
     "sa_cnn": [("encoder.convs.", "enc."), ("encoder.pos.proj.", "enc_pos."), ("encoder.norm.", "norm."),
                ("encoder.mlp.", "mlp."), ("decoder.pos.proj.", "dec_pos."), ("decoder.convs.", "dec.")],
@@ -133,7 +133,7 @@ _SA_RENAMES = [("slot_attention.slots_mu", "sa.mu"), ("slot_attention.slots_log_
 
 
 def rename(kind: str, name: str) -> str:
-    """The baseline's name of slotcov.models parameter `name` in a model of `kind`."""
+    """The baseline's name of slotcov.train.models parameter `name` in a model of `kind`."""
     return next(name.replace(a, b, 1) for a, b in _RENAMES[kind] + _SA_RENAMES + [("", "")] if name.startswith(a))
 
 

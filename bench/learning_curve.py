@@ -24,9 +24,9 @@ from run import machine  # noqa: E402
 from slotcov.cells import build_cell  # noqa: E402
 from slotcov.config import deep_merge, load, parse_set, resolve_cell  # noqa: E402
 from slotcov.data.mdsprites import MDSpritesArrays, convert_split, make_mdsprites  # noqa: E402
-from slotcov.evaluate import evaluate_model  # noqa: E402
+from slotcov.evaluate.evaluation import evaluate_model  # noqa: E402
 from slotcov.io import atomic_path  # noqa: E402
-from slotcov.train import train  # noqa: E402
+from slotcov.train.loop import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

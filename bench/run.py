@@ -40,12 +40,12 @@ from slotcov.cells import PAPER_CELLS  # noqa: E402
 from slotcov.config import deep_merge, parse_set  # noqa: E402
 from slotcov.data import InMemory  # noqa: E402
 from slotcov.data.features import FeatureStore  # noqa: E402
-from slotcov import plan  # noqa: E402
-from slotcov.flops import random_batch, step_flops  # noqa: E402
+from slotcov.train import plan  # noqa: E402
+from slotcov.train.flops import random_batch, step_flops  # noqa: E402
 from slotcov.io import atomic_path, write_json  # noqa: E402
-from slotcov.models import build_model  # noqa: E402
+from slotcov.train.models import build_model  # noqa: E402
 from slotcov.data.mdsprites import FLOAT_FEATURES, MDSpritesArrays  # noqa: E402
-from slotcov.train import Prefetcher, train  # noqa: E402
+from slotcov.train.loop import Prefetcher, train  # noqa: E402
 
 
 def sync(device):
@@ -279,7 +279,7 @@ def bench_fg_ari(quick, repeats=None):
     goes first), min/median/max of the per-repeat ratios."""
     from sklearn.metrics import adjusted_rand_score
 
-    from slotcov.metrics import fg_ari
+    from slotcov.evaluate.metrics import fg_ari
 
     rng = np.random.default_rng(0)
     n = 16 if quick else 320

@@ -1,4 +1,4 @@
-"""The claims ledger: its decision rule (slotcov.decide) checked by simulation with known true effects and
+"""The claims ledger: its decision rule (slotcov.report.decide) checked by simulation with known true effects and
 against scipy, Holm on a hand-made family, and the ledger on hand-made result trees."""
 import json
 import math
@@ -13,7 +13,10 @@ import pytest
 from scipy import stats
 
 from claims_tree import paper_like, spread, write_diverged, write_log, write_seeds
-from slotcov import claims, decide, paper, power
+from slotcov import paper
+from slotcov.report import claims
+from slotcov.report import decide
+from slotcov.report import power
 from slotcov.cli import main
 from slotcov.errors import UserError
 

@@ -126,7 +126,7 @@ def test_block_mask_slots_follow_the_coco_cells():
 
 def test_models_does_not_import_cells():
     """The import graph runs one way: cells -> models, never back (model-summary lives in cells)."""
-    code = "import sys, slotcov.models, slotcov.losses; assert 'slotcov.cells' not in sys.modules, 'cells imported'"
+    code = "import sys, slotcov.train.models, slotcov.train.losses; assert 'slotcov.cells' not in sys.modules, 'cells imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -11,8 +11,8 @@ import torch
 
 from slotcov import config as C
 from slotcov.data.mdsprites import MDSpritesArrays, convert_split, make_mdsprites
-from slotcov.evaluate import evaluate_blockmasks, evaluate_model
-from slotcov.train import train
+from slotcov.evaluate.evaluation import evaluate_blockmasks, evaluate_model
+from slotcov.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def test_demo_sa_finds_objects_in_600_steps(tmp_path):
     ev = MDSpritesArrays(convert_split(rec, 2000, 320, tmp_path / "eval", resolution=r))
     torch.set_num_threads(1)
     model_pt = train(cfg, tr, tmp_path / "run", device="cpu", progress=False)
-    from slotcov.train import load_trained
+    from slotcov.train.loop import load_trained
     model, _, _ = load_trained(model_pt.parent)
     metrics, _ = evaluate_model(model, ev, progress=False)
     blocks = evaluate_blockmasks(ev, cfg["model"]["num_slots"])

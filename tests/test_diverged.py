@@ -10,7 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from slotcov import claims, results, tables
+from slotcov.report import claims
+
+from slotcov.report import results
+
+from slotcov.report import tables
 from slotcov.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +132,7 @@ def test_tables_show_diverged_k_of_n_beside_the_mean_of_the_finished_seeds(tmp_p
     numbers = (tmp_path / "numbers.tex").read_text()
     assert r"\newcommand{\TabOneCmdspritesCovlossDiverged}{1}" in numbers
     assert r"\newcommand{\TabOneCmdspritesCovlossRuns}{3}" in numbers
-    from slotcov.report_pdf import _cell
+    from slotcov.report.pdf import _cell
 
     assert _cell(t["table1"].set_index(["dataset", "method"]).loc[("cmdsprites", "covloss")], 2) == \
         "82.00 ± 2.83 (2), diverged 1/3"

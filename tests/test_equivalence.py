@@ -2,7 +2,7 @@
 
 bench/baseline.py is the benchmark's baseline: the same architecture written plainly (eager fp32,
 Adam, a .item() per step). Given the same initial weights, the same batches and the same slot
-noise, one step of `slotcov.train.train` (fp32: train.amp fp32; the first decoder layer by linearity,
+noise, one step of `slotcov.train.loop.train` (fp32: train.amp fp32; the first decoder layer by linearity,
 the asynchronous loss check, the learning-rate schedule and gradient clipping in the loop) must
 move every parameter as the baseline's step does, and 50 steps must give the same loss curve,
 up to fp32 rounding. Tiny models: a few seconds on 2 CPU cores.
@@ -20,7 +20,7 @@ import baseline  # noqa: E402
 from slotcov.cells import PAPER_CELLS, build_cell  # noqa: E402
 from slotcov.config import deep_merge  # noqa: E402
 from slotcov.data import InMemory  # noqa: E402
-from slotcov.train import batch_indices, train  # noqa: E402
+from slotcov.train.loop import batch_indices, train  # noqa: E402
 
 TINY = {
     "cmdsprites/sa": {"model": {"resolution": 16, "num_slots": 3, "slot_dim": 16, "mlp_hidden": 32, "channels": 16}},

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from slotcov.data import InMemory
-from slotcov.evaluate import evaluate_blockmasks, evaluate_model, masks_to_ids
-from slotcov.metrics import fg_ari
-from slotcov.train import load_trained, train
+from slotcov.evaluate.evaluation import evaluate_blockmasks, evaluate_model, masks_to_ids
+from slotcov.evaluate.metrics import fg_ari
+from slotcov.train.loop import load_trained, train
 from tiny_run import blobs, tiny_cell
 
 
@@ -148,8 +148,8 @@ def test_non_paper_settings_are_recorded_in_provenance_and_marked_in_the_tables(
 
     from slotcov.cells import PAPER_CELLS
     from slotcov.config import deep_merge
-    from slotcov.evaluate import provenance
-    from slotcov.tables import MARKS, _marks, _notes
+    from slotcov.evaluate.evaluation import provenance
+    from slotcov.report.tables import MARKS, _marks, _notes
 
     config = {"preset": "paper", "data": {"cmdsprites": {"source": "real"}}}
     paper_cfg = PAPER_CELLS["cmdsprites/sa"]
@@ -173,8 +173,8 @@ def test_float16_tokens_are_recorded_in_provenance_and_marked(tmp_path):
     import pandas as pd
 
     from slotcov.cells import PAPER_CELLS
-    from slotcov.evaluate import provenance
-    from slotcov.tables import _marks
+    from slotcov.evaluate.evaluation import provenance
+    from slotcov.report.tables import _marks
 
     config = {"preset": "paper", "data": {"coco": {"source": "real", "primary": "authors"}}}
     store = tmp_path / "features"
@@ -195,8 +195,8 @@ def test_coco_provenance_names_the_pipeline_scored_on_and_the_one_trained_on(tmp
     import pandas as pd
 
     from slotcov.cells import PAPER_CELLS
-    from slotcov.evaluate import provenance
-    from slotcov.tables import _marks
+    from slotcov.evaluate.evaluation import provenance
+    from slotcov.report.tables import _marks
 
     (tmp_path / "meta.json").write_text(json.dumps({"pipeline": "authors"}))
     config = {"preset": "paper", "data": {"coco": {"source": "real", "primary": "authors"}}}
@@ -216,8 +216,8 @@ def test_a_long_non_paper_list_is_counted_in_the_footnote_and_whole_in_provenanc
     import pandas as pd
 
     from slotcov import config as C
-    from slotcov.evaluate import provenance
-    from slotcov.tables import MARKS, NOTE_ITEMS, _marks, _notes
+    from slotcov.evaluate.evaluation import provenance
+    from slotcov.report.tables import MARKS, NOTE_ITEMS, _marks, _notes
 
     config = C.load(Path(__file__).parents[1] / "config/test.yaml")
     provs = {cell: provenance(config, cell, C.resolve_cell(config, cell), None, tmp_path, None, "cpu")
@@ -237,7 +237,7 @@ def test_a_long_non_paper_list_is_counted_in_the_footnote_and_whole_in_provenanc
 def test_provenance_records_uncommitted_changes(tmp_path, monkeypatch):
     import subprocess
 
-    from slotcov.evaluate import DIRTY_PATHS_SHOWN, provenance
+    from slotcov.evaluate.evaluation import DIRTY_PATHS_SHOWN, provenance
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -317,7 +317,7 @@ def test_cli_wants_pipelines_for_coco_and_data_for_cmdsprites(tmp_path):
     from pathlib import Path
 
     from slotcov.errors import UserError
-    from slotcov.evaluate import cli_evaluate
+    from slotcov.evaluate.evaluation import cli_evaluate
 
     cfg = str(Path(__file__).parents[1] / "config" / "test.yaml")
     out = ["--out", str(tmp_path / "m.json"), "--provenance", str(tmp_path / "p.json")]

@@ -50,7 +50,7 @@ def _kill_cell() -> dict:
 def _arm(kind: str, target: str, at: float):
     """Make this process SIGKILL itself at its `at`-th event of `kind` on file `target` (or step / timer)."""
     import slotcov.io
-    import slotcov.train
+    import slotcov.train.loop
 
     count = {"n": 0}
 
@@ -83,14 +83,14 @@ def _arm(kind: str, target: str, at: float):
 
         slotcov.io.os.replace = replace
     elif kind in ("step", "timer"):  # at the start of this process's at-th step / at a random moment
-        real_lr = slotcov.train.lr_at
+        real_lr = slotcov.train.loop.lr_at
 
         def lr_at(step, t):
             if hit():
                 _kill_self()
             return real_lr(step, t)
 
-        slotcov.train.lr_at = lr_at
+        slotcov.train.loop.lr_at = lr_at
         if kind == "timer":  # at a random moment, at the latest at the start of the 3rd step
             at = 3
             threading.Timer(float(target), _kill_self).start()
@@ -101,7 +101,7 @@ def kill_trials(root: Path, plan: list) -> list:
 
     This process never runs a torch operation itself, so forking it is safe.
     """
-    from slotcov.train import train
+    from slotcov.train.loop import train
     from tiny_run import tiny_dataset
 
     results = []
@@ -163,8 +163,8 @@ def serve():
     import torch._dynamo  # noqa: F401 - the first torch.optim.Adam imports it: seconds, paid once here
 
     import slotcov.data.features  # noqa: F401
-    import slotcov.evaluate  # noqa: F401
-    import slotcov.train  # noqa: F401
+    import slotcov.evaluate.evaluation  # noqa: F401
+    import slotcov.train.loop  # noqa: F401
 
     def reply(obj):
         print(json.dumps(obj), flush=True)
@@ -241,8 +241,8 @@ def _blob_dataset():
 
 
 def _metrics(run: Path) -> dict:
-    from slotcov.evaluate import evaluate_model
-    from slotcov.train import load_trained
+    from slotcov.evaluate.evaluation import evaluate_model
+    from slotcov.train.loop import load_trained
 
     model, _, _ = load_trained(run)
     return evaluate_model(model, _blob_dataset(), batch_size=16, n_samples=0, progress=False)[0]
@@ -343,7 +343,7 @@ def test_sigterm_and_sigusr1_through_the_cli_exit_75_and_resume(replica, server,
     SIGTERM goes to the real `slotcov` executable, SIGUSR1 to a `slotcov train` forked from the server.
     """
     from slotcov.data.mdsprites import MDSpritesArrays
-    from slotcov.train import EXIT_PREEMPTED, train
+    from slotcov.train.loop import EXIT_PREEMPTED, train
 
     out = tmp_path / "run"
     args = ["train", "--config", str(replica / "preset.yaml"), "--cell", "cmdsprites/sa",
@@ -383,7 +383,7 @@ def test_sigterm_and_sigusr1_through_the_cli_exit_75_and_resume(replica, server,
 def test_ctrl_c_checkpoints_exits_130_in_one_line_and_resumes_exactly(replica, server, tmp_path):
     """SIGINT (Ctrl-C) to the real `slotcov` executable: checkpoint at the end of the step, one line, exit 130."""
     from slotcov.data.mdsprites import MDSpritesArrays
-    from slotcov.train import EXIT_INTERRUPTED, train
+    from slotcov.train.loop import EXIT_INTERRUPTED, train
 
     out = tmp_path / "run"
     args = ["train", "--config", str(replica / "preset.yaml"), "--cell", "cmdsprites/sa",
@@ -413,7 +413,7 @@ def test_ctrl_c_checkpoints_exits_130_in_one_line_and_resumes_exactly(replica, s
 
 def test_a_second_ctrl_c_stops_at_once_an_ignored_one_stays_ignored_other_commands_exit_130(monkeypatch, capsys):
     import slotcov.config
-    from slotcov.checkpoint import Signals
+    from slotcov.train.checkpoint import Signals
     from slotcov.cli import main
 
     signals = Signals()
@@ -509,7 +509,7 @@ def test_full_disk_while_saving_keeps_the_previous_file(replica, tmp_path, monke
     assert not (out / "model.pt").exists() and _no_temps(out) == []
     monkeypatch.setattr(torch, "save", real_save)
     assert _train_cli(replica, out) == 0
-    from slotcov.train import train
+    from slotcov.train.loop import train
     from slotcov.data.mdsprites import MDSpritesArrays
 
     train(_cfg(replica, steps=8, checkpoint_every=4), MDSpritesArrays(replica / "train"), tmp_path / "ref",
@@ -520,7 +520,7 @@ def test_full_disk_while_saving_keeps_the_previous_file(replica, tmp_path, monke
 def test_log_truncation_failure_keeps_the_log_and_partial_rows_are_dropped(tmp_path, monkeypatch):
     import csv
 
-    from slotcov.train import train
+    from slotcov.train.loop import train
     from tiny_run import tiny_dataset
 
     cfg = _kill_cell()  # 12 steps, a checkpoint after each
@@ -561,7 +561,7 @@ def test_log_truncation_failure_keeps_the_log_and_partial_rows_are_dropped(tmp_p
 
 def test_evaluate_outputs_are_never_half_written(replica, tmp_path, monkeypatch):
     from slotcov.cli import main
-    from slotcov.train import train
+    from slotcov.train.loop import train
     from slotcov.data.mdsprites import MDSpritesArrays
 
     run = tmp_path / "run"
@@ -693,8 +693,10 @@ def test_report_writers_are_never_half_written(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    from slotcov import figures, report
-    from slotcov import tables as tables_mod
+    from slotcov.report import figures
+
+    from slotcov.report import latex as report
+    from slotcov.report import tables as tables_mod
     from slotcov.errors import UserError
 
     results = tmp_path / "results" / "metrics" / "cmdsprites" / "sa"
@@ -840,7 +842,7 @@ def test_bad_config_through_the_real_entry_point(tmp_path):
 
 @pytest.mark.parametrize("grad_clip", [None, 1.0])
 def test_nonfinite_gradient_with_finite_loss_stops(tmp_path, monkeypatch, grad_clip):
-    import slotcov.train as T
+    import slotcov.train.loop as T
     from tiny_run import tiny_cell, tiny_dataset
 
     cfg = tiny_cell(steps=12, grad_clip=grad_clip)
@@ -880,7 +882,7 @@ def test_skip_nonfinite_is_off_in_every_paper_cell_and_preset():
 
 
 def test_gpu_out_of_memory_names_the_batch_size_and_the_fix(replica, tmp_path, monkeypatch, capsys):
-    import slotcov.train as T
+    import slotcov.train.loop as T
 
     real_build = T.build_cell
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-import slotcov.checkpoint
-from slotcov import identity
+import slotcov.train.checkpoint
+from slotcov.train import identity
 from slotcov.errors import UserError
-from slotcov.train import NonFiniteLoss, train
+from slotcov.train.loop import NonFiniteLoss, train
 from tiny_run import assert_same_weights, tiny_cell, tiny_dataset, weights
 
 
@@ -86,13 +86,13 @@ def test_a_coco_split_and_feature_store_are_identified_by_content(tmp_path):
 def saves(monkeypatch) -> list:
     """The (file, step) of every checkpoint write from now on."""
     written = []
-    real = slotcov.checkpoint.save_checkpoint
+    real = slotcov.train.checkpoint.save_checkpoint
 
     def save(path, **state):
         written.append((path.name, state.get("step")))
         real(path, **state)
 
-    monkeypatch.setattr(slotcov.checkpoint, "save_checkpoint", save)
+    monkeypatch.setattr(slotcov.train.checkpoint, "save_checkpoint", save)
     return written
 
 
@@ -120,8 +120,8 @@ def test_a_finished_run_is_never_resumed(tmp_path, monkeypatch, capsys):
     assert_same_weights(first, weights(run))  # the same machine, the same inputs: the same weights
 
     # killed while writing model.pt: the checkpoint of the last step stays, and is not resumed either
-    real = slotcov.checkpoint.save_checkpoint
-    monkeypatch.setattr(slotcov.checkpoint, "save_checkpoint", lambda path, **state: (
+    real = slotcov.train.checkpoint.save_checkpoint
+    monkeypatch.setattr(slotcov.train.checkpoint, "save_checkpoint", lambda path, **state: (
         (_ for _ in ()).throw(OSError("disk full")) if path.name == "model.pt" else real(path, **state)))
     (run / "run.json").unlink()
     with pytest.raises(OSError, match="disk full"):
@@ -203,7 +203,7 @@ def test_files_of_other_inputs_are_refused_by_hand_and_dropped_with_the_flag(spl
 
 
 def test_load_trained_reads_the_model_its_record_names(tmp_path):
-    from slotcov.train import load_trained
+    from slotcov.train.loop import load_trained
 
     train(tiny_cell(steps=2), tiny_dataset(), tmp_path / "a", progress=False)
     train(tiny_cell(steps=3), tiny_dataset(), tmp_path / "b", progress=False)
@@ -218,7 +218,7 @@ def test_load_trained_reads_the_model_its_record_names(tmp_path):
 
 def test_provenance_names_the_pipeline_the_run_was_trained_on():
     """train_pipeline comes from the run record's inputs (what the model read), not from the config."""
-    from slotcov import identity
+    from slotcov.train import identity
 
     record = {"run_id": "r", "inputs": [{"kind": "split", "pipeline": "dinosaur", "digest": "a"},
                                         {"kind": "features", "pipeline": "dinosaur", "digest": "b"}]}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from slotcov.cells import PAPER_CELLS
-from slotcov.losses import ProjectionHead, cosine_loss, covariance_loss, regulariser_terms, variance_loss
+from slotcov.train.losses import ProjectionHead, cosine_loss, covariance_loss, regulariser_terms, variance_loss
 
 REG = PAPER_CELLS["cmdsprites/sa"]["reg"]  # every regulariser key (a resolved cell has them all), weights 0
 
@@ -81,7 +81,7 @@ def test_regulariser_terms_by_method():
 
 
 # ----------------------------------------------------------------------------- wiring into the loss
-# References below are written in numpy from the definitions, independently of slotcov.losses.
+# References below are written in numpy from the definitions, independently of slotcov.train.losses.
 
 def _np_params(head: ProjectionHead) -> list:
     """(kind, weight, bias) of each layer of the head, as float64 numpy arrays."""
@@ -171,7 +171,7 @@ def test_terms_go_through_a_real_projection_head(method, divide_by):
 def test_weighted_total_uses_each_terms_own_weight():
     """recon + 0.3 cov + 0.7 var (gamma 1) on a real head; cosine weighted 0.01 as in the paper's cells."""
     from slotcov.cells import PAPER_CELLS
-    from slotcov.losses import weighted_total
+    from slotcov.train.losses import weighted_total
     head = _real_head()
     slots = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     recon = torch.tensor(0.125, dtype=torch.float64)
@@ -199,7 +199,7 @@ def test_weighted_total_uses_each_terms_own_weight():
 
 def test_cosine_warmup_ramps_the_cosine_weight_linearly():
     """reg.cosine_warmup: weight * min(1, (step + 1) / warmup), steps counted from 0; 0 = no ramp (the paper)."""
-    from slotcov.losses import term_weights, weighted_total
+    from slotcov.train.losses import term_weights, weighted_total
     reg = {**REG, "method": "cosineloss", "cosine_weight": 0.01, "cosine_warmup": 100}
     assert term_weights(reg, 0)["cos"] == pytest.approx(0.01 * 1 / 100)
     assert term_weights(reg, 49)["cos"] == pytest.approx(0.01 * 0.5)
@@ -221,7 +221,7 @@ def test_training_loss_is_recon_plus_each_term_times_its_weight(tmp_path, cell, 
     import csv
 
     from slotcov.config import deep_merge
-    from slotcov.train import train
+    from slotcov.train.loop import train
     from tiny_run import tiny_cell, tiny_dataset
     cfg = deep_merge(tiny_cell(cell, steps=6), {"reg": reg})
     train(cfg, tiny_dataset(), tmp_path, progress=False)

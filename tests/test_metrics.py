@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from slotcov.metrics import (authors_ari_float32, block_masks, fg_ari, fg_ari_authors, fg_ari_authors_batched,
+from slotcov.evaluate.metrics import (authors_ari_float32, block_masks, fg_ari, fg_ari_authors, fg_ari_authors_batched,
                              fg_ari_authors_parts, float32_branch_changes, mbo, metric_difference, summarize)
 
 

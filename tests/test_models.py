@@ -4,7 +4,7 @@ import torch
 
 from slotcov.cells import PAPER_CELLS, build_cell
 from slotcov.config import deep_merge
-from slotcov.models import SlotAttention, count_parameters
+from slotcov.train.models import SlotAttention, count_parameters
 
 AUTHORS_COUNTS = {  # trainable parameters (model, projection head) of the authors' models
     "cmdsprites/sa": (685_380, 0),
@@ -80,7 +80,7 @@ def test_slot_attention_normalises_over_inputs_after_softmax_over_slots():
 
 def test_attn_sharpness_scales_the_logits():
     """sharpness s gives the attention of logits q.k * s / sqrt(D); 1 (the paper's) is the default."""
-    from slotcov.models import build_model
+    from slotcov.train.models import build_model
     torch.manual_seed(0)
     sa = SlotAttention(num_slots=4, dim=8, iters=1, mlp_hidden=16, sharpness=5.0)
     x = torch.randn(2, 10, 8)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from slotcov import plan as P
+from slotcov.train import plan as P
 from slotcov.cells import PAPER_CELLS
 from slotcov.cli import main
 from slotcov.config import load
@@ -70,7 +70,7 @@ def flop_results(*entries):
 def test_unmeasured_cells_are_estimated_from_flops_with_a_range():
     """A model never timed on the device gets steps/s = FLOP/s achieved there / its FLOPs per step: the central
     value from a measured model of its kind (else the geometric mean), the range from the slowest to the fastest."""
-    from slotcov.flops import step_flops
+    from slotcov.train.flops import step_flops
 
     config = paper()
     sa_cfg, dino_cfg = P.resolve_cell(config, "cmdsprites/sa"), P.resolve_cell(config, "coco/dinosaur")
@@ -115,7 +115,7 @@ def test_a_measurement_of_another_model_never_times_a_cell():
     """Entries record the model they timed; older ones (no `model`) count only if their FLOPs per step, counted as
     then (batch 2, scaled), equal the cell's: the DINOSAUR decoder grew from 1 to 3 hidden layers since. Such an
     entry still gives the FLOP/s the device achieved: the cell is estimated from it, and says so."""
-    from slotcov.flops import step_flops
+    from slotcov.train.flops import step_flops
 
     cfg = paper()
     dino = {**cfg, "cells": ["coco/dinosaur"]}

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from claims_tree import paper_like
-from slotcov import paper, power
+from slotcov import paper
+from slotcov.report import power
 from slotcov.cli import main
 from slotcov.config import load
 from slotcov.errors import UserError

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from slotcov import probing
-from slotcov.probing import DEFAULTS, make_probe, match, matched_loss, pair_losses, probe_all, standardiser
+from slotcov.evaluate import probing
+from slotcov.evaluate.probing import DEFAULTS, make_probe, match, matched_loss, pair_losses, probe_all, standardiser
 
 
 class Scenes:
@@ -206,14 +206,14 @@ def test_probe_provenance_names_the_probe_protocol_and_slot_resampling(tmp_path,
     import yaml
 
     import slotcov.data
-    import slotcov.evaluate
-    import slotcov.train
+    import slotcov.evaluate.evaluation
+    import slotcov.train.loop
     from slotcov.cells import PAPER_CELLS
 
     preset = yaml.safe_load((Path(__file__).parents[1] / "config" / "test.yaml").read_text())
-    monkeypatch.setattr(slotcov.train, "load_trained", lambda run, device: (None, None, PAPER_CELLS["cmdsprites/sa"]))
+    monkeypatch.setattr(slotcov.train.loop, "load_trained", lambda run, device: (None, None, PAPER_CELLS["cmdsprites/sa"]))
     record = {"status": "finished", "run_id": "r", "inputs": []}  # a finished run of these settings
-    monkeypatch.setattr(slotcov.evaluate, "scored_run", lambda *args: (record, PAPER_CELLS["cmdsprites/sa"]))
+    monkeypatch.setattr(slotcov.evaluate.evaluation, "scored_run", lambda *args: (record, PAPER_CELLS["cmdsprites/sa"]))
     monkeypatch.setattr(slotcov.data, "open_dataset", lambda *args: None)
     monkeypatch.setattr(probing, "probe_all", lambda *args, **kw: {"shape_acc": 0.5})
     for settings, want in [({"protocol": "authors", "resample_slots": True}, ("authors", "true")),

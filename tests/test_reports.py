@@ -10,7 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slotcov import figures, paper, report, results, tables
+from slotcov import paper
+
+from slotcov.report import figures
+
+from slotcov.report import latex as report
+
+from slotcov.report import results
+
+from slotcov.report import tables
 from slotcov.errors import UserError
 
 PROV = {"git_commit": "0123456789abcdef", "config_hash": "abc", "preset": "paper", "device": "NVIDIA H100",
@@ -161,7 +169,7 @@ def test_metric_section(tmp_path):
 
 def test_table2_marks_a_probe_that_is_not_the_authors(tmp_path):
     """Probe provenance names probe.protocol and probe.resample_slots; Table 2 marks any other than the authors'."""
-    from slotcov import report_pdf
+    from slotcov.report import pdf as report_pdf
 
     results = tmp_path / "results"
     make_results(results)
@@ -313,7 +321,7 @@ def test_tables_write_numbers_only_where_told(tmp_path):
 
 def write_claims(folder, results):
     """The claims ledger of a results tree, as `slotcov claims` writes it."""
-    from slotcov import claims
+    from slotcov.report import claims
 
     claims.write_ledger(results, folder)
     return folder
@@ -326,7 +334,7 @@ def pdf_pages(path) -> list[str]:
 
 
 def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tmp_path):
-    from slotcov import report_pdf
+    from slotcov.report import pdf as report_pdf
 
     root = built["root"]
     monkeypatch.setenv("PATH", str(tmp_path))  # no pdflatex anywhere on PATH
@@ -469,7 +477,8 @@ def test_report_rules_pass_numbers_and_report_tex_as_declared_files(tmp_path):
 
 def test_fallback_pdf_has_a_symbol_for_every_table_mark():
     """The matplotlib report marks cells with the same symbols as the LaTeX tables (a new mark needs no second edit)."""
-    from slotcov import report_pdf, tables
+    from slotcov.report import pdf as report_pdf
+    from slotcov.report import tables
 
     assert set(report_pdf.MARK_SYMBOLS) == set(tables.MARKS)
     assert all(len(s) == 1 and s != "\\" for s in report_pdf.MARK_SYMBOLS.values())

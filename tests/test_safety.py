@@ -136,7 +136,7 @@ def test_a_valid_checkpoint_loads_as_data_only(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from tiny_run import tiny_cell, tiny_dataset
 
-    from slotcov.train import load_checkpoint, train
+    from slotcov.train.loop import load_checkpoint, train
 
     train(tiny_cell(steps=8), tiny_dataset(), tmp_path, progress=False, stop_after=4)
     ck = torch.load(tmp_path / "ckpt.pt", weights_only=True)
@@ -167,7 +167,7 @@ def test_no_code_loading_in_the_sources():
 ])
 def test_a_broken_checkpoint_is_one_line_naming_it(content, reason, tmp_path):
     from slotcov.errors import UserError
-    from slotcov.train import load_checkpoint
+    from slotcov.train.loop import load_checkpoint
 
     path = tmp_path / "ckpt.pt"
     torch.save({"model": {"w": torch.zeros(2)}, "step": 3}, path)

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from slotcov.errors import UserError
-from slotcov.train import NonFiniteLoss, Preempted, batch_indices, lr_at, train
+from slotcov.train.loop import NonFiniteLoss, Preempted, batch_indices, lr_at, train
 from tiny_run import assert_same_weights, tiny_cell, tiny_dataset, weights
 
 HERE = Path(__file__).parent
@@ -59,7 +59,7 @@ def test_resume_after_stop_gives_identical_weights(tmp_path):
 
 def signal_during(monkeypatch, at: int, signum=signal.SIGTERM):
     """Send this process `signum` while update `at` (0-based) runs: it lands through the trainer's lr_at call."""
-    import slotcov.train as T
+    import slotcov.train.loop as T
 
     real = T.lr_at
 
@@ -93,23 +93,23 @@ def test_sigterm_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
 def test_a_signal_at_a_checkpoint_step_writes_the_checkpoint_once(tmp_path, monkeypatch, signum):
-    import slotcov.checkpoint
-    import slotcov.train
+    import slotcov.train.checkpoint
+    import slotcov.train.loop
 
     written = []
-    real_save = slotcov.checkpoint.save_checkpoint
+    real_save = slotcov.train.checkpoint.save_checkpoint
 
     def save(path, **state):
         written.append((path.name, state.get("step")))
         real_save(path, **state)
 
-    monkeypatch.setattr(slotcov.checkpoint, "save_checkpoint", save)
+    monkeypatch.setattr(slotcov.train.checkpoint, "save_checkpoint", save)
     signal_during(monkeypatch, 7, signum)  # seen after update 7: step 8, a checkpoint step
     with pytest.raises(Preempted, match=f"{signum.name} at step 8"):
         train(tiny_cell(steps=12, checkpoint_every=4), tiny_dataset(), tmp_path, progress=False)
     assert written == [("ckpt.pt", 4), ("ckpt.pt", 8)]
     written.clear()
-    monkeypatch.setattr(slotcov.train, "lr_at", lr_at)  # no more signals
+    monkeypatch.setattr(slotcov.train.loop, "lr_at", lr_at)  # no more signals
     train(tiny_cell(steps=12, checkpoint_every=4), tiny_dataset(), tmp_path, progress=False)
     assert written == [("ckpt.pt", 12), ("model.pt", None)]  # step 12: due and the end of the run, once
     written.clear()
@@ -162,20 +162,20 @@ def test_a_stale_checkpoint_is_refused_unless_the_flag_drops_it(tmp_path, capsys
 
 
 def test_checkpoint_policy():
-    from slotcov.checkpoint import Checkpointer
+    from slotcov.train.checkpoint import Checkpointer
 
     ckpt = Checkpointer(Path("/nonexistent"), tiny_cell(steps=10, checkpoint_every=4), "h")
     assert [s for s in range(1, 11) if ckpt.due(s)] == [4, 8, 10]
 
 
 def numbers(step: int, loss: float):
-    from slotcov.step import StepNumbers
+    from slotcov.train.step import StepNumbers
 
     return StepNumbers(step, 0.1, ["loss", "recon", "grad_norm"], torch.tensor([loss, 1.0, 2.0]), None)
 
 
 def test_nonfinite_monitor_checks_each_step_on_cpu_and_one_late_on_cuda(tmp_path):
-    from slotcov.step import NonFiniteMonitor
+    from slotcov.train.step import NonFiniteMonitor
 
     seen = []
     cpu = NonFiniteMonitor(torch.device("cpu"), lambda *a: seen.append(a), tmp_path / "ckpt.pt")
@@ -198,7 +198,7 @@ def test_nonfinite_monitor_checks_each_step_on_cpu_and_one_late_on_cuda(tmp_path
 
 def test_update_applies_one_clipped_adam_step_and_skips_a_nonfinite_batch():
     from slotcov.cells import build_cell
-    from slotcov.step import Update
+    from slotcov.train.step import Update
 
     cfg = tiny_cell(steps=4, grad_clip=1e-3)
     torch.manual_seed(0)
@@ -224,8 +224,8 @@ def test_update_applies_one_clipped_adam_step_and_skips_a_nonfinite_batch():
 
 # A 20-step tiny CPU run of each cell (tiny_cell: one thread, tiny_dataset): every loss term and gradient
 # norm its log.csv holds, and the L2 norm of each top-level module's final weights. Recorded from a run whose
-# weights and log were bit-identical to those of the trainer before it was split into slotcov.step and
-# slotcov.checkpoint. The learning rate is left out: test_schedule pins it exactly. Regenerate only when a
+# weights and log were bit-identical to those of the trainer before it was split into slotcov.train.step and
+# slotcov.train.checkpoint. The learning rate is left out: test_schedule pins it exactly. Regenerate only when a
 # change is MEANT to move the numbers, and say so in the commit: on failure the test shows a run's numbers.
 REFERENCE = {
     "cmdsprites/covloss": {
@@ -314,7 +314,7 @@ def test_the_trainers_numbers_match_the_recorded_reference(cell, tmp_path):
 def test_the_reference_tolerance_catches_a_small_change_of_the_trainer(change, tmp_path, monkeypatch):
     """REL_TOL is not loose enough to pass a real change: a 1% larger learning rate at every step, or a
     gradient clip at 4.0, which in this run clips one update (step 6, gradient norm 4.06)."""
-    import slotcov.train as T
+    import slotcov.train.loop as T
 
     ref = REFERENCE["cmdsprites/sa"]
     cfg = tiny_cell("cmdsprites/sa", steps=20)

@@ -49,7 +49,7 @@ def assert_same_weights(a: dict, b: dict):
 
 
 if __name__ == "__main__":
-    from slotcov.train import train
+    from slotcov.train.loop import train
 
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     train(tiny_cell(steps=steps, checkpoint_every=1), tiny_dataset(), sys.argv[1], progress=False)

@@ -94,8 +94,8 @@ def non_paper_settings(cfg: dict, cell: str) -> list[str]:
 
 def build_cell(cfg: dict):
     """The trainable modules of a cell: (model, projection head)."""
-    from slotcov.losses import ProjectionHead  # torch is imported here, not by the config code
-    from slotcov.models import build_model
+    from slotcov.train.losses import ProjectionHead  # torch is imported here, not by the config code
+    from slotcov.train.models import build_model
 
     _check_complete(cfg)
     model = build_model(cfg["model"])
@@ -115,7 +115,7 @@ def _check_complete(cfg: dict) -> None:
 def cli_model_summary(argv: list[str]) -> int:
     import argparse
 
-    from slotcov.models import count_parameters
+    from slotcov.train.models import count_parameters
 
     p = argparse.ArgumentParser(prog="slotcov model-summary",
                                 description="Print a paper cell's layers and trainable parameter count; "

@@ -68,7 +68,7 @@ LABELS = {
 
 # ----------------------------------------------------------------------------- claims
 # Every claim of the paper's text, with its decision rule fixed before anything runs. `slotcov claims`
-# (slotcov.claims) judges each claim on ONE primary test; its other comparisons (and, on COCO, the
+# (slotcov.report.claims) judges each claim on ONE primary test; its other comparisons (and, on COCO, the
 # primary test under the other pipeline and FG-ARI implementation) are labelled secondary rows.
 #
 # A test compares side `a` with side `b` over seeds; its effect is mean(a) - mean(b):

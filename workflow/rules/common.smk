@@ -9,7 +9,7 @@ import numpy as np
 from slotcov.cells import EVAL_ONLY, PAPER_CELLS
 from slotcov.config import block_mask_slots, resolve_cell
 from slotcov.io import write_json
-from slotcov.plan import minutes, train_runtime
+from slotcov.train.plan import minutes, train_runtime
 
 # Jobs call `slotcov` by name: put the interpreter running Snakemake (venv or conda env)
 # first on PATH, so `.venv/bin/snakemake` works without activating the environment

@@ -4,7 +4,7 @@
 # by the train job beside its run record run.json, which stands for them as the input.
 # The report() marks put them into Snakemake's HTML report (`snakemake --report
 # reports/workflow-report.html`), captions in workflow/report/*.rst.
-from slotcov.figures import FIGURES
+from slotcov.report.figures import FIGURES
 
 
 include: "report_inputs.smk"

@@ -15,7 +15,7 @@ import pandas as pd
 
 from slotcov import paper
 from slotcov.io import atomic_path
-from slotcov.results import first_sample, load_logs, load_sweep, log
+from slotcov.report.results import first_sample, load_logs, load_sweep, log
 
 FIGURES = [  # file stem, caption (the report's order)
     ("recon_cmdsprites_sa", "Slot Attention reconstructions on ColoredMDSprites (paper Fig. 2)."),

@@ -3,7 +3,7 @@
 ckpt.pt is written every `checkpoint_every` steps, at the last step, when a run stops early
 (`stop_after`) and when SIGTERM/SIGUSR1 (a scheduler) or SIGINT (Ctrl-C) arrives, at most once per step; model.pt when all steps
 are done, then the run record run.json (`{"status": "finished" | "diverged", "run_id", ...}`).
-Each file records the run's identity (slotcov.identity); resuming is for interrupted runs of the
+Each file records the run's identity (slotcov.train.identity); resuming is for interrupted runs of the
 same identity only. Every write is atomic (a temporary file, then a rename), and reading one never
 runs code.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from slotcov import identity
+from slotcov.train import identity
 from slotcov.errors import UserError
 from slotcov.io import atomic_path, write_json
-from slotcov.step import NonFiniteLoss
+from slotcov.train.step import NonFiniteLoss
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: the job was asked to stop and checkpointed; resubmit to resume
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C: checkpointed, run again to resume
@@ -105,7 +105,7 @@ def read_record(run_dir: str | Path) -> dict:
 class Checkpointer:
     """The run folder's files: resume ckpt.pt (interrupted runs only), write it when due, finish with model.pt.
 
-    Every file records the run's identity (slotcov.identity); one of another identity is never resumed
+    Every file records the run's identity (slotcov.train.identity); one of another identity is never resumed
     or reported: it is refused, or removed with STALE_FLAG. run.json, the run's record, is written last
     when a run finishes or diverges; without it (Snakemake deletes it before it runs the job again) the
     run trains from step 0, and a checkpoint of a finished or diverged run is never resumed.

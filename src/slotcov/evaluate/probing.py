@@ -242,13 +242,13 @@ def cli_probe(argv: list[str]) -> int:
     from pathlib import Path
 
     from slotcov import config as C
-    from slotcov import identity
+    from slotcov.train import identity
     from slotcov.cells import PAPER_CELLS
     from slotcov.data import open_dataset
-    from slotcov.evaluate import diverged_result, provenance, scored_run
+    from slotcov.evaluate.evaluation import diverged_result, provenance, scored_run
     from slotcov.io import write_json
     from slotcov.io import resolve_device
-    from slotcov.train import load_trained
+    from slotcov.train.loop import load_trained
 
     p = argparse.ArgumentParser(prog="slotcov probe", description="Property probing of a trained ColoredMDSprites cell.")
     p.add_argument("--config", default="config.yaml")

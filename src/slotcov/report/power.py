@@ -2,7 +2,7 @@
 
     slotcov power --config config/paper.yaml [--results results] [--plan slurm/plan-h100.yaml]
 
-Each claim of slotcov.paper.CLAIMS is simulated with the ledger's own decision code (slotcov.decide)
+Each claim of slotcov.paper.CLAIMS is simulated with the ledger's own decision code (slotcov.report.decide)
 at ALPHA / (number of claims), the level Holm's procedure tests its first claim at (Holm is never
 stricter, so the power shown is a lower bound). Power = the smaller of P(reproduced) when the true
 effect is the one the claim plans for (`holds`: the paper's own where it prints one) and P(not
@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from slotcov import decide, paper
+from slotcov import paper
+
+from slotcov.report import decide
 from slotcov.cells import EVAL_ONLY
 from slotcov.config import load
 from slotcov.errors import UserError
 
-ALPHA = 0.05  # the ledger's family-wise error (slotcov.claims.ALPHA)
+ALPHA = 0.05  # the ledger's family-wise error (slotcov.report.claims.ALPHA)
 TARGET = 0.8
 MAX_SEEDS = 50
 SIMS = 2000
@@ -58,7 +60,7 @@ def prior(cell: str, test: dict) -> tuple[float, str]:
     value = "probe" if test["source"] == "probe" else test["value"]
     value = "fg_ari" if value == "fg_ari_authors" else value
     if (dataset, objective, value) not in PRIORS:
-        raise UserError(f"no prior seed spread for {value} of {cell}: add one to slotcov.power.PRIORS")
+        raise UserError(f"no prior seed spread for {value} of {cell}: add one to slotcov.report.power.PRIORS")
     return PRIORS[(dataset, objective, value)]
 
 
@@ -116,7 +118,7 @@ def seeds_needed(claim: dict, spreads: dict | None = None, max_seeds: int | None
 
 def measured_spreads(results) -> dict[str, dict[str, float]]:
     """Per claim id, the measured seed spread of each trained side of its primary test (2+ finished seeds)."""
-    from slotcov import claims  # the ledger reads results files the same way for its own power column
+    from slotcov.report import claims  # the ledger reads results files the same way for its own power column
 
     out = {}
     for claim in paper.CLAIMS:
@@ -177,7 +179,7 @@ def _fmt(x: float) -> str:
 def render(config: dict, rows: list[dict], budget: dict, hours_source: str) -> str:
     """The power table, the seeds per cell and their cost, and the claims the preset's seeds leave underpowered."""
     n_preset = len(config["seeds"])
-    lines = [f"power of each claim's primary test (slotcov.decide at alpha {ALPHA}/{len(paper.CLAIMS)} = "
+    lines = [f"power of each claim's primary test (slotcov.report.decide at alpha {ALPHA}/{len(paper.CLAIMS)} = "
              f"{ALPHA / len(paper.CLAIMS):.4f}, {SIMS} simulations; target {TARGET})",
              f"{'claim':<5} {'kind':<15} {'holds':>8} {'fails':>8}  {'seeds':>6}  {'power@' + str(n_preset):>8}  spread (sd)"]
     for r in rows:

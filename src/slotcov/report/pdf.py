@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from slotcov import paper
-from slotcov.claims import ROW_HEAD, SCOPE_HEADER, row_cells, scope_cells
+from slotcov.report.claims import ROW_HEAD, SCOPE_HEADER, row_cells, scope_cells
 from slotcov.errors import UserError
-from slotcov.figures import FIGURES
+from slotcov.report.figures import FIGURES
 from slotcov.io import atomic_path
-from slotcov.results import PROVENANCE_HEADER, claims_file, log, provenance_table
-from slotcov.tables import MARKS, diverged_note
+from slotcov.report.results import PROVENANCE_HEADER, claims_file, log, provenance_table
+from slotcov.report.tables import MARKS, diverged_note
 
 NO_LATEX = "built without LaTeX ({reason}); install TeX Live (make latex) for the typeset report"
 PAGE = (8.27, 11.69)  # A4 portrait, inches
@@ -197,7 +197,7 @@ def _read_claims(path: Path, columns: list[str]) -> pd.DataFrame:
 
 def _scope_page(doc: _Doc, path: Path, results_dir, note: str, sections: list[str]) -> None:
     """The first page: the title, then the scope of reproducibility (one line per claim) from summary.csv."""
-    from slotcov.report import SCOPE_INTRO
+    from slotcov.report.latex import SCOPE_INTRO
 
     df = _read_claims(path, SCOPE_COLUMNS)
     intro = (f"Exploring the Role of the Bottleneck in Slot-Based Models Through Covariance Regularization. "

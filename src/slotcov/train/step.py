@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slotcov.losses import regulariser_terms, weighted_total
+from slotcov.train.losses import regulariser_terms, weighted_total
 
 
 class NonFiniteLoss(RuntimeError):

@@ -5,7 +5,7 @@ resolved cell) on the same bytes: the prepared split (the sha256 of each array, 
 meta.json) and, for COCO, the feature store (model, weights hash, dtype, shape, normalisation and
 the sha256 of every chunk, from its manifest.json). Paths, times and devices are left out, so a
 moved checkout keeps its runs. ckpt.pt, model.pt and run.json record `run_id` and `inputs`; a file
-of another identity is never resumed or reported (slotcov.checkpoint).
+of another identity is never resumed or reported (slotcov.train.checkpoint).
 """
 from __future__ import annotations
 

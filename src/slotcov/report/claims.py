@@ -4,7 +4,7 @@
 
 Each claim has one primary test (one comparison, one pipeline, one metric), a region of the effect
 where it holds, and a smallest effect of interest, all fixed in slotcov.paper before anything runs.
-Its verdict (slotcov.decide): reproduced = the interval lies inside the region; not reproduced = it
+Its verdict (slotcov.report.decide): reproduced = the interval lies inside the region; not reproduced = it
 lies outside (including "smaller than the smallest effect of interest"); inconclusive otherwise, or
 below 3 finished seeds in a trained cell, or with zero spread; not run = a cell or a key is missing.
 The family of the claims' primary tests is corrected with Holm's procedure (family-wise error ALPHA,
@@ -24,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from slotcov import decide, paper
+from slotcov import paper
+
+from slotcov.report import decide
 from slotcov.cells import EVAL_ONLY
 from slotcov.errors import UserError
-from slotcov.results import read_json
+from slotcov.report.results import read_json
 
 ALPHA = 0.05  # family-wise error of the decisive verdicts over the claims' primary tests
 PI_LEVEL = 0.95  # the prediction interval the paper's single run is held against
@@ -292,7 +294,7 @@ def _spreads(row: dict) -> dict[str, float]:
 
 
 def _claim_power(claim: dict, row: dict) -> float | None:
-    from slotcov import power  # imported here: power simulates with this module's decision code
+    from slotcov.report import power  # imported here: power simulates with this module's decision code
 
     if row["verdict"] == "not run":
         return None
@@ -368,7 +370,7 @@ RULES = (f"Each claim is judged on its primary test only: reproduced = the inter
          f"Secondary rows: at {ALPHA} without correction. A diverged seed counts in the failure rate, never in a "
          f"mean. The paper's single run is held against a {PI_LEVEL:.0%} prediction interval for one run "
          f"(paper_in_pi). Power: P(reproduced) at the effect planned for and P(not reproduced) when the claim is "
-         f"false, the smaller, at the seeds found (slotcov.power; spreads measured, else its priors).")
+         f"false, the smaller, at the seeds found (slotcov.report.power; spreads measured, else its priors).")
 
 
 def fmt(value, digits: int = 4) -> str:

@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from slotcov import identity
+from slotcov.train import identity
 from slotcov.io import atomic_path, write_json
-from slotcov.losses import covariance_loss
+from slotcov.train.losses import covariance_loss
 from slotcov.errors import UserError
-from slotcov.metrics import (block_masks, contingency, fg_ari, fg_ari_authors_batched, fg_ari_authors_parts,
+from slotcov.evaluate.metrics import (block_masks, contingency, fg_ari, fg_ari_authors_batched, fg_ari_authors_parts,
                              float32_branch_changes, mbo, metric_difference, pair_counts, summarize)
 
 AUTHORS_BATCH = 64  # the paper's evaluation batch; fixed, whatever eval.batch_size is
@@ -229,7 +229,7 @@ def scored_run(config: dict, source: str, cell: str, run_dir, seed: int, sets: l
     reported under settings it did not have.
     """
     from slotcov import config as C
-    from slotcov.checkpoint import read_record
+    from slotcov.train.checkpoint import read_record
     from slotcov.config import config_hash
 
     record = read_record(run_dir)
@@ -255,7 +255,7 @@ def cli_evaluate(argv: list[str]) -> int:
     from slotcov.cells import EVAL_ONLY, PAPER_CELLS
     from slotcov.data import open_dataset
     from slotcov.io import resolve_device
-    from slotcov.train import load_trained
+    from slotcov.train.loop import load_trained
 
     p = argparse.ArgumentParser(prog="slotcov evaluate",
                                 description="Evaluate a trained cell (or the block-masks baseline) on a split.")

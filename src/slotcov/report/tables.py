@@ -18,7 +18,7 @@ import pandas as pd
 
 from slotcov import paper
 from slotcov.io import atomic_path, write_text
-from slotcov.results import coco_pipelines, load_results, log
+from slotcov.report.results import coco_pipelines, load_results, log
 
 # Deviations from the paper's setting, in footnote order: key -> (LaTeX math-mode mark, footnote).
 MARKS = {

@@ -2,7 +2,7 @@
 provenance of every result and the claims ledger's detail.
 
 The LaTeX source is written beside the PDF (or to --tex) and compiled with pdflatex; without
-pdflatex on PATH, or when it lacks a package, the PDF is drawn with matplotlib (slotcov.report_pdf).
+pdflatex on PATH, or when it lacks a package, the PDF is drawn with matplotlib (slotcov.report.pdf).
 
     slotcov report --tables reports/tables --figures reports/figures --results results
                    --numbers reports/numbers.tex [--claims reports/claims] --out reports/report.pdf
@@ -17,12 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from slotcov import paper, report_pdf
+from slotcov import paper
+
+from slotcov.report import pdf as report_pdf
 from slotcov.errors import UserError
-from slotcov.figures import FIGURES
+from slotcov.report.figures import FIGURES
 from slotcov.io import atomic_path, write_text
-from slotcov.results import claims_file, load_results, log, provenance_table
-from slotcov.tables import default_numbers, tex_escape
+from slotcov.report.results import claims_file, load_results, log, provenance_table
+from slotcov.report.tables import default_numbers, tex_escape
 
 LATEX_PACKAGES = "texlive-latex-base texlive-latex-recommended"  # as in scripts/install-latex.sh
 INSTALL_HINT = f"install LaTeX: `bash scripts/install-latex.sh` (Debian packages: {LATEX_PACKAGES})"
@@ -189,7 +191,7 @@ def report(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None, numbe
     """Write the LaTeX source (`tex`, default beside the PDF), then compile it into `out_pdf` with pdflatex.
 
     Without pdflatex on PATH, or when it lacks a package the report uses, the PDF is drawn with
-    matplotlib instead (slotcov.report_pdf): the same tables, claims, figures and provenance,
+    matplotlib instead (slotcov.report.pdf): the same tables, claims, figures and provenance,
     saying on its first page why. Any other pdflatex failure is an error. A failed pdflatex's
     output goes to `latex_log` (default: beside the PDF, .log).
     """

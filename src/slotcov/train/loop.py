@@ -1,10 +1,10 @@
 """Training one cell: a plain loop with warm-up + exponential decay, AMP, clipping, resumable checkpoints.
 
-This module holds the loop, the schedule, the batches and the log; `slotcov.step` the update
-(forward, loss, backward, clip, Adam) and the non-finite monitor; `slotcov.checkpoint` when and
+This module holds the loop, the schedule, the batches and the log; `slotcov.train.step` the update
+(forward, loss, backward, clip, Adam) and the non-finite monitor; `slotcov.train.checkpoint` when and
 how checkpoints are written and read, and the SIGTERM/SIGUSR1 (exit 75) and SIGINT (exit 130) handling.
 
-Files in the run folder (each .pt and run.json records the run's identity, slotcov.identity):
+Files in the run folder (each .pt and run.json records the run's identity, slotcov.train.identity):
   ckpt.pt    the latest checkpoint of an interrupted run (atomic; the previous one stays until the new
              is complete); deleted when the run finishes, marked never to resume when it diverges
   log.csv    every `log_every` steps: step,lr,loss,recon,cov,var,cos,grad_norm,sec
@@ -34,14 +34,14 @@ import torch
 from tqdm import tqdm
 
 from slotcov.cells import build_cell
-from slotcov.checkpoint import (EXIT_INTERRUPTED, EXIT_PREEMPTED, RECORD, STALE_FLAG, Checkpointer,  # noqa: F401
+from slotcov.train.checkpoint import (EXIT_INTERRUPTED, EXIT_PREEMPTED, RECORD, STALE_FLAG, Checkpointer,  # noqa: F401
                                 Preempted, Signals, load_checkpoint, read_record, save_checkpoint)
 from slotcov.config import config_hash
 from slotcov.errors import UserError
-from slotcov.identity import input_records
+from slotcov.train.identity import input_records
 from slotcov.io import atomic_path, remove_temps, resolve_device  # noqa: F401  (resolve_device: callers import it from here)
 from slotcov.progress import MONITOR, ProgressLine, monitor_settings
-from slotcov.step import NonFiniteLoss, NonFiniteMonitor, Update
+from slotcov.train.step import NonFiniteLoss, NonFiniteMonitor, Update
 
 LOG_COLUMNS = ["step", "lr", "loss", "recon", "cov", "var", "cos", "grad_norm", "sec"]
 
@@ -181,7 +181,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
           stop_after: int | None = None, monitor: dict | None = None, drop_stale: bool = False) -> Path:
     """Train the cell `cfg` on `dataset` into `out_dir`; return the path of model.pt.
 
-    The run's identity is `cfg` plus the content of the dataset's files (slotcov.identity). An
+    The run's identity is `cfg` plus the content of the dataset's files (slotcov.train.identity). An
     interrupted run of this identity resumes from out_dir/ckpt.pt; a finished one returns at once.
     Files of another identity are refused, or deleted with `drop_stale` (one line on stderr). A
     non-finite loss or gradient writes the diverged record run.json and raises NonFiniteLoss (also

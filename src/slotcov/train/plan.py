@@ -3,7 +3,7 @@
 For every trained cell of the preset (and the sweep), the steps/s of its model come from
 bench/results.json for the device's name (`slotcov bench` writes them), or from a short
 measurement on this machine (`--measure`). A cell whose model was not measured there is
-ESTIMATED: its FLOPs per step (slotcov.flops) over the FLOP/s a measured model achieved on that
+ESTIMATED: its FLOPs per step (slotcov.train.flops) over the FLOP/s a measured model achieved on that
 device, with a range from the slowest to the fastest FLOP/s among the device's measurements.
 Hours per job = steps / steps/s; the SLURM runtime is that (an estimate: its high end) x
 `--margin`, rounded up to whole hours and capped. `--out FILE` writes the plan that the
@@ -88,7 +88,7 @@ def same_model(cfg: dict, m: dict) -> bool:
         return m["model"] == cfg["model"]
     if not m.get("step_gflop"):
         return False
-    from slotcov.flops import step_flops
+    from slotcov.train.flops import step_flops
 
     small = min(m["batch_size"], 2)
     ours = step_flops(cfg, small) * m["batch_size"] / small / 1e9
@@ -106,7 +106,7 @@ def pick(cfg: dict, found: list[dict]) -> dict | None:
 def _gflop(model_json: str, batch_size: int, legacy: bool) -> float:
     """GFLOPs of one step of a model (JSON of its settings) at a batch size, counted as the measurement it is
     compared with was: at the batch size itself, or (entries that recorded no model) at batch 2, scaled."""
-    from slotcov.flops import step_flops
+    from slotcov.train.flops import step_flops
 
     cfg = {"model": json.loads(model_json)}
     small = min(batch_size, 2) if legacy else batch_size
@@ -138,7 +138,7 @@ def trainer_rate(run_cfg: dict, data, warm: int, steps: int, device: str = "auto
     """steps/s of slotcov's trainer on `data` over `steps` steps after `warm` (timed from its log.csv)."""
     import numpy as np
 
-    from slotcov.train import train
+    from slotcov.train.loop import train
 
     run = deep_merge(run_cfg, {"train": {"steps": warm + steps, "log_every": 1}})
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +150,7 @@ def trainer_rate(run_cfg: dict, data, warm: int, steps: int, device: str = "auto
 def measure(cfg: dict, steps: int = 20, warm: int = 5) -> dict:
     """steps/s of the trainer on this machine for the cell `cfg`, on random inputs of its shape."""
     from slotcov.data import InMemory
-    from slotcov.flops import random_batch
+    from slotcov.train.flops import random_batch
     from slotcov.io import resolve_device
 
     data = InMemory(**random_batch(cfg, 2 * cfg["train"]["batch_size"]))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from slotcov.models import build_model
+from slotcov.train.models import build_model
 
 
 def random_batch(cfg: dict, n: int, generator=None) -> dict:
