@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import machine  # noqa: E402
 
-from slotcov.cells import build_cell  # noqa: E402
+from slotcov.train.models import build_cell  # noqa: E402
 from slotcov.config import deep_merge, load, parse_set, resolve_cell  # noqa: E402
 from slotcov.data.mdsprites import MDSpritesArrays, convert_split, make_mdsprites  # noqa: E402
 from slotcov.evaluate.evaluation import evaluate_model  # noqa: E402

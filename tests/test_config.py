@@ -105,7 +105,7 @@ def test_replica_too_small_for_the_splits_is_one_line_error():
 
 
 def test_settings_missing_a_key_are_one_line_error_not_a_keyerror():
-    from slotcov.cells import build_cell
+    from slotcov.train.models import build_cell
 
     old = copy.deepcopy(PAPER_CELLS["cmdsprites/sa"])
     del old["model"]["slot_init"], old["reg"]["eps"]  # as a run saved before every cell had every key

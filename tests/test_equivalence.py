@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import baseline  # noqa: E402
 
-from slotcov.cells import PAPER_CELLS, build_cell  # noqa: E402
+from slotcov.cells import PAPER_CELLS  # noqa: E402
+from slotcov.train.models import build_cell  # noqa: E402
 from slotcov.config import deep_merge  # noqa: E402
 from slotcov.data import InMemory  # noqa: E402
 from slotcov.train.loop import batch_indices, train  # noqa: E402

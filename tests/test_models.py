@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from slotcov.cells import PAPER_CELLS, build_cell
+from slotcov.cells import PAPER_CELLS
+from slotcov.train.models import build_cell
 from slotcov.config import deep_merge
 from slotcov.train.models import SlotAttention, count_parameters
 

@@ -197,7 +197,7 @@ def test_nonfinite_monitor_checks_each_step_on_cpu_and_one_late_on_cuda(tmp_path
 
 
 def test_update_applies_one_clipped_adam_step_and_skips_a_nonfinite_batch():
-    from slotcov.cells import build_cell
+    from slotcov.train.models import build_cell
     from slotcov.train.step import Update
 
     cfg = tiny_cell(steps=4, grad_clip=1e-3)

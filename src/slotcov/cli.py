@@ -11,7 +11,7 @@ import sys
 
 COMMANDS = {
     # name: (module, one-line help)
-    "model-summary": ("slotcov.cells", "print a cell's layers and trainable parameter count"),
+    "model-summary": ("slotcov.train.models", "print a cell's layers and trainable parameter count"),
     "check-config": ("slotcov.config", "validate a config file and print the resolved cells"),
     "make-mdsprites": ("slotcov.data.mdsprites", "render the ColoredMDSprites replica as a GZIP TFRecord"),
     "convert-mdsprites": ("slotcov.data.mdsprites", "convert TFRecord records to memory-mapped split arrays"),

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from slotcov.cells import build_cell
+from slotcov.train.models import build_cell
 from slotcov.train.checkpoint import (EXIT_INTERRUPTED, EXIT_PREEMPTED, RECORD, STALE_FLAG, Checkpointer,  # noqa: F401
                                 Preempted, Signals, load_checkpoint, read_record, save_checkpoint)
 from slotcov.config import config_hash

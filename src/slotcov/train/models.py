@@ -14,6 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from slotcov.cells import PAPER_CELLS
+from slotcov.errors import UserError
+from slotcov.train.losses import ProjectionHead
+
 LN_EPS = 1e-3  # the Slot Attention reference uses 1e-3 in every LayerNorm
 
 
@@ -264,3 +268,46 @@ def build_model(model_cfg: dict) -> SlotAutoencoder:
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def build_cell(cfg: dict):
+    """The trainable modules of a cell: (model, projection head)."""
+    _check_complete(cfg)
+    model = build_model(cfg["model"])
+    head = ProjectionHead(cfg["model"]["slot_dim"], cfg["reg"]["projection"])
+    return model, head
+
+
+def _check_complete(cfg: dict) -> None:
+    """One clear error for settings missing a key every cell of this kind has (e.g. an older run's)."""
+    paper = next(c for c in PAPER_CELLS.values() if c["model"]["kind"] == cfg["model"]["kind"])
+    missing = [f"{section}.{key}" for section in ("model", "reg") for key in paper[section] if key not in cfg[section]]
+    if missing:
+        raise UserError(f"cell settings lack {', '.join(missing)} (a run saved by an older slotcov, or settings "
+                        "not made by slotcov.config.resolve_cell); train it again or add those keys")
+
+
+def cli_model_summary(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="slotcov model-summary",
+                                description="Print a paper cell's layers and trainable parameter count; "
+                                            "with no CELL, list every cell with its count.")
+    p.add_argument("cell", nargs="?", help=f"one of: {', '.join(PAPER_CELLS)}")
+    args = p.parse_args(argv)
+    if args.cell is None:
+        width = max(map(len, PAPER_CELLS))
+        print(f"{'cell':<{width}}  {'model':>10}  {'head':>10}  {'total':>10}")
+        for name in PAPER_CELLS:
+            model, head = build_cell(PAPER_CELLS[name])
+            m, h = count_parameters(model), count_parameters(head)
+            print(f"{name:<{width}}  {m:>10,}  {h:>10,}  {m + h:>10,}")
+        return 0
+    if args.cell not in PAPER_CELLS:
+        raise UserError(f"unknown cell {args.cell!r}; choose one of: {', '.join(PAPER_CELLS)}")
+    model, head = build_cell(PAPER_CELLS[args.cell])
+    print(model)
+    print("projection head:", head)
+    m, h = count_parameters(model), count_parameters(head)
+    print(f"trainable parameters: model {m:,} + projection head {h:,} = {m + h:,}")
+    return 0
