@@ -2,7 +2,7 @@
 #
 #   snakemake --cores 2 all                                  # offline demo (config.yaml)
 #   snakemake --cores 2 all --configfile config/test.yaml    # the CI-sized DAG
-#   snakemake --profile slurm all                            # the paper (config/paper.yaml) on SLURM
+#   snakemake --profile profiles/slurm all                            # the paper (config/paper.yaml) on SLURM
 #   snakemake --cores 2 results/metrics/cmdsprites/covloss/seed0.json   # one cell
 #
 # One cell = one target, and only its chain runs (data -> train -> evaluate):

@@ -1,7 +1,7 @@
 """The benchmark suite: every number is a ratio against a baseline measured in the same run.
 
 python bench/run.py [--device auto] [--quick] [--only NAME ...] [--repeats N]   (or: slotcov bench ...)
-python bench/run.py --profile CELL [...]   the step's time per kernel family (bench/profile.py)
+python bench/profile_step.py CELL [...]   the step's time per kernel family (or: slotcov bench --profile CELL)
 
 Benchmarks (each writes entries under this machine's key in bench/results.json):
   train_<cell>    steps/s and peak memory of slotcov's trainer in fp32 (train.amp: fp32) and, on CUDA,
@@ -388,10 +388,6 @@ def run_one(name, device, args) -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if "--profile" in argv:
-        import profile_step
-
-        return profile_step.main([a for a in argv if a != "--profile"])
     p = argparse.ArgumentParser(prog="slotcov bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="one iteration of each benchmark (smoke test)")

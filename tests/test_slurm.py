@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SLURM_PROFILE = REPO / "slurm"
+SLURM_PROFILE = REPO / "profiles" / "slurm"
 LOCAL_PROFILE = REPO / "profiles" / "local"
 NOT_UP = "run `make slurm-up` (as root on Debian) to start the local SLURM cluster"
 

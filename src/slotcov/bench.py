@@ -1,4 +1,5 @@
-"""`slotcov bench`: runs the benchmark suite kept in the repository's bench/ folder."""
+"""`slotcov bench`: runs the benchmark suite kept in the repository's bench/ folder
+(bench/run.py; with --profile, bench/profile_step.py)."""
 from __future__ import annotations
 
 import runpy
@@ -9,11 +10,13 @@ from slotcov.errors import UserError
 
 
 def cli_bench(argv: list[str]) -> int:
-    script = Path.cwd() / "bench" / "run.py"
+    name = "profile_step.py" if "--profile" in argv else "run.py"
+    argv = [a for a in argv if a != "--profile"]
+    script = Path.cwd() / "bench" / name
     if not script.exists():
-        script = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+        script = Path(__file__).resolve().parents[2] / "bench" / name
     if not script.exists():
-        raise UserError("bench/run.py not found: run `slotcov bench` from the repository root")
+        raise UserError(f"bench/{name} not found: run `slotcov bench` from the repository root")
     sys.argv = [str(script), *argv]
     try:
         runpy.run_path(str(script), run_name="__main__")
