@@ -8,9 +8,10 @@ import yaml
 
 pytest.register_assert_rewrite("workflow_repo")
 
-from workflow_repo import BIN, PRESET, TARGETS, job_counts, plan, run, snakemake
+from workflow_repo import BIN, TARGETS, job_counts, plan, run, snakemake
 
 pytest_plugins = ["workflow_repo"]
+DVC_PRESET = "config.yaml"  # what dvc.yaml's stage runs; finished_repo puts the test preset there
 
 
 def dvc(repo, *args):
@@ -59,11 +60,11 @@ def test_metrics_show_lists_result_numbers_only(finished_repo):
 def test_metrics_diff_reports_the_changed_cell(finished_repo):
     repo = finished_repo
     commit(repo, "baseline")
-    config = yaml.safe_load((repo / PRESET).read_text())
+    config = yaml.safe_load((repo / DVC_PRESET).read_text())  # the params file of dvc.yaml's stage
     reg = config["methods"].setdefault("cmdsprites", {}).setdefault("covloss", {}).setdefault("reg", {})
     reg["cov_weight"] = reg.get("cov_weight", 1.0) / 2
-    (repo / PRESET).write_text(yaml.safe_dump(config))
-    proc = snakemake(repo, "--cores", "2", *TARGETS)
+    (repo / DVC_PRESET).write_text(yaml.safe_dump(config))
+    proc = snakemake(repo, "--cores", "2", *TARGETS, configfile=DVC_PRESET)
     assert job_counts(proc.stdout + proc.stderr) == {"train": 1, "evaluate": 1}
     commit(repo, "covloss: half the covariance weight")
 
@@ -75,7 +76,7 @@ def test_metrics_diff_reports_the_changed_cell(finished_repo):
     assert not set(changed) & prov, changed  # numbers only: no commit, time stamp, versions, wall time
     assert all(isinstance(v.get("new"), (int, float)) for v in changed.values()), changed
     params = json.loads(dvc(repo, "params", "diff", "HEAD~1", "--json").stdout)
-    assert "methods.cmdsprites.covloss.reg.cov_weight" in params[PRESET], params  # the path `dvc exp run -S` takes
+    assert "methods.cmdsprites.covloss.reg.cov_weight" in params[DVC_PRESET], params  # the path `dvc exp run -S` takes
 
 
 def test_push_delete_pull_then_nothing_reruns(finished_repo, tmp_path):

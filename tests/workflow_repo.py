@@ -98,6 +98,8 @@ def fresh_repo(tmp_path_factory) -> Path:
 def finished_repo(tmp_path_factory) -> Path:
     """A git + DVC copy of the repository in which TARGETS have been made (test preset)."""
     repo = copy_repo(tmp_path_factory.mktemp("repo"))
+    # dvc.yaml's stage runs (and lists as params) config.yaml: here it holds the test preset
+    shutil.copy(repo / PRESET, repo / "config.yaml")
     run(repo, "git", "init", "-q")
     run(repo, "git", "config", "user.name", "slotcov test")
     run(repo, "git", "config", "user.email", "test@slotcov.invalid")
