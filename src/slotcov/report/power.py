@@ -1,6 +1,6 @@
 """`slotcov power`: how many seeds each claim's primary test needs, and what they cost on the plan's device.
 
-    slotcov power --config config/paper.yaml [--results results] [--plan slurm/plan-h100.yaml]
+    slotcov power --config config/paper.yaml [--results results] [--plan profiles/slurm/plan-h100.yaml]
 
 Each claim of slotcov.paper.CLAIMS is simulated with the ledger's own decision code (slotcov.report.decide)
 at ALPHA / (number of claims), the level Holm's procedure tests its first claim at (Holm is never
