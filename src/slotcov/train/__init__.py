@@ -6,14 +6,6 @@ the non-finite check), checkpoint (what a checkpoint holds, when it is written),
 training loop and `slotcov train`), flops and plan (cost of a train job).
 `from slotcov.train import train, load_trained` reaches the loop's public names.
 """
+from slotcov import reexport
 
-
-def __getattr__(name: str):
-    """The public names of `loop` (imported on first use: importing the package stays light)."""
-    import importlib
-
-    module = importlib.import_module(f"{__name__}.loop")
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = reexport(__name__, "loop")
