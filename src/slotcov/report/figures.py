@@ -151,6 +151,8 @@ def _curves_figure(logs: dict[str, pd.DataFrame], title: str):
     """One panel per logged term (all-zero terms left out), one line per run: colour = method, style = seed."""
     import matplotlib.pyplot as plt
 
+    from slotcov.train.losses import TERMS  # imports torch: only where curves are drawn
+
     methods = sorted({name.split("/")[0] for name in logs})
     styles = ["-", "--", ":", "-."]
 
@@ -158,7 +160,7 @@ def _curves_figure(logs: dict[str, pd.DataFrame], title: str):
         method, seed = name.split("/")
         return {"color": f"C{methods.index(method) % 10}", "linestyle": styles[int(seed.removeprefix("seed")) % 4]}
 
-    terms = [t for t in ["loss", "recon", "cov", "var", "cos", "grad_norm", "lr"]
+    terms = [t for t in ["loss", "recon", *TERMS, "grad_norm", "lr"]
              if any(t in d and d[t].abs().sum() > 0 for d in logs.values())]
     cols = min(3, len(terms))
     rows = -(-len(terms) // cols)

@@ -7,7 +7,7 @@ how checkpoints are written and read, and the SIGTERM/SIGUSR1 (exit 75) and SIGI
 Files in the run folder (each .pt and run.json records the run's identity, slotcov.train.identity):
   ckpt.pt    the latest checkpoint of an interrupted run (atomic; the previous one stays until the new
              is complete); deleted when the run finishes, marked never to resume when it diverges
-  log.csv    every `log_every` steps: step,lr,loss,recon,cov,var,cos,grad_norm,sec
+  log.csv    every `log_every` steps: step,lr,loss,recon,<each term of losses.TERMS>,grad_norm,sec
   model.pt   the final weights, written only when all steps are done
   run.json   the run record, written last: {"status": "finished" | "diverged", "run_id", "steps", ...}
   events.out.tfevents.*  the log.csv numbers for TensorBoard (preset `monitor.tensorboard: true`)
@@ -41,9 +41,10 @@ from slotcov.errors import UserError
 from slotcov.train.identity import input_records
 from slotcov.io import atomic_path, remove_temps, resolve_device  # noqa: F401  (resolve_device: callers import it from here)
 from slotcov.progress import MONITOR, ProgressLine, monitor_settings
+from slotcov.train.losses import TERMS
 from slotcov.train.step import NonFiniteLoss, NonFiniteMonitor, Update
 
-LOG_COLUMNS = ["step", "lr", "loss", "recon", "cov", "var", "cos", "grad_norm", "sec"]
+LOG_COLUMNS = ["step", "lr", "loss", "recon", *TERMS, "grad_norm", "sec"]
 
 
 def lr_at(step: int, t: dict) -> float:
