@@ -88,7 +88,8 @@ def make_results(results, rng=np.random.default_rng(0)):
         for seed in (0, 1):
             path = results / "sweep" / "cmdsprites" / "covloss" / f"beta{beta:g}" / f"seed{seed}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"fg_ari": 80 + beta + seed, "slot_cov": 1e-3 / (1 + beta)}))
+            path.write_text(json.dumps({"fg_ari": 80 + beta + seed, "slot_cov": 1e-3 / (1 + beta),
+                                        "reg.cov_weight": beta}))
 
 
 def cell(df, method, dataset=None, metric=None):
@@ -146,6 +147,39 @@ def test_tables_from_metrics_files(tmp_path):
     csv = pd.read_csv(out / "table1.csv")
     assert list(csv.columns[:6]) == ["dataset", "method", "metric", "mean", "std", "n"] and len(csv) == 12
     assert set(csv[csv["dataset"] == "coco"]["metric"]) == {"fg_ari", "dinosaur.fg_ari", "fg_ari_authors"}
+
+
+def test_a_method_without_a_paper_value_gets_a_dash(tmp_path, monkeypatch):
+    """A table row of a method the paper does not print (a new cell) shows "--" in the paper column."""
+    results = tmp_path / "results"
+    make_results(results)
+    write_cell(results, "metrics", "cmdsprites", "newreg", 0, {"fg_ari": 70.0, "fg_ari_n": 320})
+    monkeypatch.setattr(paper, "TABLE1_ROWS", [*paper.TABLE1_ROWS, "newreg"])
+    t = tables.tables(results, tmp_path / "tables")
+    row = cell(t["table1"], "newreg", "cmdsprites")
+    assert row["mean"] == 70.0 and np.isnan(row["paper"])
+    line = next(x for x in (tmp_path / "tables" / "table1.tex").read_text().splitlines() if x.startswith("newreg &"))
+    assert line.split(" & ")[2] == "--"
+
+
+def test_tables_captions_and_files_come_from_tables_TABLES(tmp_path):
+    """Each table of TABLES is a CSV and a TeX file with TABLES' caption; `only` writes just the ones named."""
+    results = tmp_path / "results"
+    make_results(results)
+    tables.tables(results, tmp_path / "all")
+    for name, caption in tables.TABLES:
+        assert f"\\caption{{{tables.tex_escape(caption)}}}\\label{{tab:{name}}}" in (tmp_path / "all" / f"{name}.tex").read_text()
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == sorted(
+        f"{name}.{ext}" for name, _ in tables.TABLES for ext in ("csv", "tex"))
+    assert (tmp_path / "numbers.tex").exists()  # every table: the numbers beside the folder, as before
+    (tmp_path / "numbers.tex").unlink()
+    tables.tables(results, tmp_path / "one", only=["table2"])  # one table, no numbers file unless given
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["table2.csv", "table2.tex"]
+    assert not (tmp_path / "numbers.tex").exists()
+    tables.tables(results, tmp_path / "none", tmp_path / "n.tex", only=[])
+    assert (tmp_path / "n.tex").exists() and not (tmp_path / "none").exists()
+    with pytest.raises(UserError, match="no table table9"):
+        tables.tables(results, tmp_path / "x", only=["table9"])
 
 
 def test_load_results_flattens_pipelines(tmp_path):
