@@ -286,6 +286,21 @@ def test_figures_from_samples_and_logs(built, tmp_path):
     assert figures.figures(tmp_path, tmp_path / "figures") == []  # no inputs at all: nothing, no crash
 
 
+def test_a_figure_asked_for_by_name_is_written_either_way(built, tmp_path, capsys):
+    """The workflow's one job per figure: the figure named is drawn, or, without its inputs, a page saying so."""
+    out = tmp_path / "figures"
+    written = figures.figures(built["results"], out, only=["recon_cmdsprites_cosineloss", "sweep_beta"])
+    assert sorted(p.name for p in written) == ["recon_cmdsprites_cosineloss.pdf", "recon_cmdsprites_cosineloss.png",
+                                               "sweep_beta.pdf", "sweep_beta.png"]
+    assert "figure recon_cmdsprites_cosineloss: no results/samples/cmdsprites/cosineloss" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
+    for name, _ in figures.FIGURES:  # every name of the list is drawn by draw() (or says what it lacks)
+        fig, why = figures.draw(name, tmp_path / "nothing")
+        assert fig is None and why.startswith("no results/"), name
+    with pytest.raises(UserError, match="no figure masks_cocoa"):
+        figures.figures(built["results"], out, only=["masks_cocoa"])
+
+
 def test_recon_and_mask_panels():
     img = np.zeros((1, 4, 4, 3))
     recon = np.full((1, 4, 4, 3), 0.5)
@@ -497,16 +512,22 @@ def test_tables_report_the_mean_not_the_median(tmp_path):
 
 
 def test_report_rules_pass_numbers_and_report_tex_as_declared_files(tmp_path):
-    """numbers.tex is the `tables` rule's output and the `report` rule's input; report.tex is an output."""
+    """numbers.tex is the `numbers` rule's output and the `report` rule's input; report.tex is an output; each
+    table of TABLES and each figure of FIGURES is a file of its own job (a target by itself)."""
     from workflow_repo import copy_repo, plan
 
     repo = copy_repo(tmp_path)
     counts, out = plan(repo, "-p", "reports/numbers.tex")  # a target only a declared output can be
-    assert counts["tables"] == 1 and "report" not in counts
-    assert "--out reports/tables --numbers reports/numbers.tex" in out
+    assert counts["numbers"] == 1 and "report" not in counts and "table" not in counts
+    assert "--numbers reports/numbers.tex --only" in out
     counts, out = plan(repo, "-p", "reports/report.tex")
-    assert counts["report"] == 1 and counts["tables"] == 1
+    assert counts["report"] == 1 and counts["numbers"] == 1
+    assert (counts["table"], counts["figure"]) == (len(tables.TABLES), len(figures.FIGURES))
     assert "--numbers reports/numbers.tex" in out.split("rule report:")[1] and "--tex reports/report.tex" in out
+    counts, out = plan(repo, "-p", "reports/tables/table2.tex", "reports/figures/sweep_beta.pdf")
+    assert (counts["table"], counts["figure"]) == (1, 1) and "--only table2" in out and "--only sweep_beta" in out
+    counts, _ = plan(repo, "tables", "figures")  # the target rules: every table (and the numbers), every figure
+    assert (counts["table"], counts["numbers"], counts["figure"]) == (len(tables.TABLES), 1, len(figures.FIGURES))
 
 
 def test_fallback_pdf_has_a_symbol_for_every_table_mark():
@@ -517,3 +538,18 @@ def test_fallback_pdf_has_a_symbol_for_every_table_mark():
     assert set(report_pdf.MARK_SYMBOLS) == set(tables.MARKS)
     assert all(len(s) == 1 and s != "\\" for s in report_pdf.MARK_SYMBOLS.values())
     assert report_pdf.detex(r"$^\sharp$ settings") == "♯ settings"
+
+
+def test_the_sweep_axis_is_read_from_the_file_not_its_folder(tmp_path, capsys):
+    """load_sweep takes beta from the file's `reg.cov_weight` (what slotcov evaluate records from --set)."""
+    from slotcov.evaluate.evaluation import set_numbers
+
+    assert set_numbers(["reg.cov_weight=1e-1", "reg.projection=[8, 8]", "train.amp=bf16"]) == {"reg.cov_weight": 0.1}
+    folder = tmp_path / "sweep" / "cmdsprites" / "covloss"
+    for name, data in [("beta9.9", {"fg_ari": 50.0, "slot_cov": 0.1, "reg.cov_weight": 0.5}),
+                       ("beta1.0", {"fg_ari": 60.0, "slot_cov": 0.2})]:  # no axis recorded: not guessed
+        (folder / name).mkdir(parents=True)
+        (folder / name / "seed0.json").write_text(json.dumps(data))
+    sweep = results.load_sweep(tmp_path)
+    assert sweep.to_dict("records") == [{"beta": 0.5, "seed": 0, "fg_ari": 50.0, "slot_cov": 0.1}]
+    assert "beta1.0/seed0.json: no reg.cov_weight" in capsys.readouterr().err

@@ -74,6 +74,9 @@ DEFAULTS = {
         "report": {"threads": 1, "mem_mb": 4000, "runtime": "1h", "gpu": 0},
     },
 }
+# The cell setting the bottleneck sweep varies (`sweep.betas` are its values): each sweep job's `--set`, and the
+# key under which `slotcov evaluate` records it in the sweep's metrics files (read back by results.load_sweep).
+SWEEP_KEY = "reg.cov_weight"
 
 
 class _Loader(yaml.SafeLoader):
