@@ -89,7 +89,7 @@ def test_a_diverging_preset_completes_the_dag_up_to_tables_and_claims(repo):
 
 def test_a_regenerated_data_split_retrains(repo):
     before, weights = state(repo, SA_RUN)
-    name = preset(repo, "replica1.yaml", lambda c: c["data"]["cmdsprites"]["replica"].update(seed=1))
+    name = preset(repo, "replica1.yaml", lambda c: c["data"]["cmdsprites"].update(replica={"seed": 1}))
     proc = snakemake(repo, "--cores", "2", str(SA_RUN / "run.json"), configfile=name)
     assert job_counts(proc.stdout + proc.stderr) == {"make_mdsprites": 1, "convert_mdsprites": 1, "train": 1}
     after, again = state(repo, SA_RUN)
