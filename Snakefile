@@ -42,7 +42,7 @@ config.update(_resolved)
 include: "workflow/rules/common.smk"
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    method="|".join(TRAINED_METHODS + [c.split("/")[1] for c in EVAL_ONLY]),
+    method="|".join(METHODS),
     seed=r"\d+",
     beta=r"\d+\.\d+",
     part="train|eval",
@@ -61,8 +61,9 @@ rule all:
         cell_targets(),
         probe_targets(),
         sweep_targets(),
-        "reports/tables",
-        "reports/figures",
+        table_targets(),
+        "reports/numbers.tex",
+        figure_targets(),
         "reports/claims",
         "reports/report.pdf",
     default_target: True

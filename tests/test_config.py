@@ -96,7 +96,7 @@ def test_resources_of_every_preset_are_valid_and_known_rules_accepted():
 
 def test_replica_too_small_for_the_splits_is_one_line_error():
     config = _preset()
-    config["data"]["cmdsprites"]["replica"]["n"] = 10
+    config["data"]["cmdsprites"]["replica"] = {"n": 10}
     with pytest.raises(UserError, match=r"^x.yaml: data.cmdsprites.replica.n must be at least \d+"):
         C.validate(config, "x.yaml")
     del config["data"]["cmdsprites"]["replica"]["n"]  # left out: exactly the splits' end
@@ -249,3 +249,84 @@ def test_dvc_set_param_reaches_a_cell_setting(tmp_path):
     assert cov["reg"]["cov_weight"] == 0.5 and cov["train"]["lr"] == 1e-5
     with pytest.raises(InvalidArgumentError):  # the former "dataset/method" key: DVC cannot parse it
         apply_overrides(preset, ["methods.cmdsprites/covloss.reg.cov_weight=0.5"])
+
+
+def _effective(config: dict) -> dict:
+    """What a preset makes: its resolved config with every trained cell's settings in place of the overrides."""
+    out = C.resolve(C.validate(copy.deepcopy(config)))
+    cells = {cell: C.resolve_cell(out, cell) for cell in out["cells"] if cell not in EVAL_ONLY}
+    return {**{k: v for k, v in out.items() if k not in ("datasets", "methods")}, "cell settings": cells}
+
+
+def _without(config: dict, path: tuple) -> dict:
+    out = copy.deepcopy(config)
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    return out
+
+
+def _redundant(preset: dict) -> list[str]:
+    """Keys of a preset file that state what holds without them (a default, a derived value, the paper
+    cell's setting): leaving one out makes the same config. Keys the schema requires are stated on purpose."""
+    made = _effective(preset)
+    return [".".join(map(str, path)) for path in sorted(_keys(preset))
+            if path not in REQUIRED and _makes(_without(preset, path)) == made]
+
+
+def _makes(config: dict) -> dict | None:
+    try:
+        return _effective(config)
+    except UserError:  # a key the config cannot do without
+        return None
+
+
+REQUIRED = {("preset",), ("seeds",), ("data", "cmdsprites", "source"), ("data", "coco", "source")}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_list_only_what_differs_from_the_defaults(preset):
+    """A preset is its departures: defaults (slotcov.config.DEFAULTS, the cells' paper values) are never copied in."""
+    assert _redundant(_preset(preset)) == []
+
+
+def test_the_redundancy_check_finds_a_copied_default():
+    config = _preset()
+    config["cells"] = list(C.DEFAULTS["cells"])
+    config["data"]["coco"]["primary"] = "authors"
+    config["data"]["cmdsprites"]["replica"] = {"n": 260}  # the splits' end
+    config["datasets"]["cmdsprites"]["model"]["num_slots"] = 5
+    config["methods"]["cmdsprites"]["covloss"]["model"] = {"slot_dim": 16}  # datasets.cmdsprites says 16
+    config["sweep"]["seeds"] = config["seeds"]
+    assert _redundant(config) == ["cells", "data.cmdsprites.replica.n", "data.coco.primary",
+                                  "datasets.cmdsprites.model.num_slots", "methods.cmdsprites.covloss.model.slot_dim",
+                                  "sweep.seeds"]
+
+
+def test_the_schema_names_every_cell_dataset_and_method_of_cells_py():
+    """The schema's cell, dataset and method names come from slotcov.cells (no second list to keep in step)."""
+    from slotcov.cells import CELLS, DATASETS, methods_of
+
+    props = C._schema()["properties"]
+    assert props["cells"]["items"]["enum"] == CELLS and C.DEFAULTS["cells"] == CELLS
+    assert list(props["datasets"]["properties"]) == DATASETS == list(props["methods"]["properties"])
+    for dataset in DATASETS:
+        assert props["methods"]["properties"][dataset]["propertyNames"]["enum"] == methods_of(dataset)
+    assert set(CELLS) == set(PAPER_CELLS) | EVAL_ONLY and methods_of("coco")[-1] == "dinosaur1024_covloss"
+    with pytest.raises(UserError, match="cells.0 = 'cmdsprites/nope' is not allowed; choose one of: cmdsprites/sa"):
+        C.validate({**_preset(), "cells": ["cmdsprites/nope"]}, "p.yaml")
+
+
+def test_cmdsprites_resolution_is_one_value_checked_in_one_line():
+    """data.cmdsprites.resolution (the converted splits) follows the cells' model.resolution; both given and
+    different is one error naming both keys, not a shape error in the first training step."""
+    config = _preset()
+    assert C.resolve(C.validate(copy.deepcopy(config)))["data"]["cmdsprites"]["resolution"] == 16
+    config["data"]["cmdsprites"]["resolution"] = 32
+    with pytest.raises(UserError) as err:
+        C.validate(config, "p.yaml")
+    assert "data.cmdsprites.resolution 32" in str(err.value) and "datasets.cmdsprites.model.resolution" in str(err.value)
+    assert "\n" not in str(err.value) and str(err.value).startswith("p.yaml: ")
+    config["data"]["cmdsprites"]["resolution"] = 16
+    C.validate(config)  # the same value twice is allowed

@@ -235,3 +235,19 @@ def test_training_loss_is_recon_plus_each_term_times_its_weight(tmp_path, cell, 
             w = w * min(1.0, step / ramp) if (name == "cos" and ramp) else w
             expected += w * float(row[name])
         assert float(row["loss"]) == pytest.approx(expected, rel=2e-5, abs=1e-7), row
+
+
+def test_an_unknown_term_is_an_error_not_dropped(tmp_path, monkeypatch):
+    """A term outside losses.TERMS would be neither weighted, logged nor checked for non-finite values: the
+    update stops with its name. The log's columns are TERMS, in TERMS order."""
+    import slotcov.train.losses as L
+    import slotcov.train.step as S
+    from slotcov.train.loop import LOG_COLUMNS, train
+    from tiny_run import tiny_cell, tiny_dataset
+
+    assert LOG_COLUMNS[4:-2] == list(L.TERMS)
+    assert L.term_names({"cos": 1, "cov": 2}) == ["cov", "cos"]
+    real = L.regulariser_terms
+    monkeypatch.setattr(S, "regulariser_terms", lambda *a: {**real(*a), "ortho": torch.tensor(float("nan"))})
+    with pytest.raises(ValueError, match="'ortho'.*TERMS"):
+        train(tiny_cell("cmdsprites/covloss", steps=2), tiny_dataset(), tmp_path, progress=False)

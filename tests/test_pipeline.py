@@ -1,12 +1,16 @@
 """The whole `test` preset DAG, raw data to report: every table, figure and the PDF appear,
-and the tables hold exactly the numbers of the metrics files they were made from."""
+the tables hold exactly the numbers of the metrics files they were made from, and the numbers
+are those the DAG made before the library moved into stage packages (tests/reference/); a
+deleted figure or table is rebuilt on its own."""
 import json
 import re
 
 import pandas as pd
 import pytest
 
-from workflow_repo import snakemake
+pytest.register_assert_rewrite("workflow_repo")
+import headline  # noqa: E402
+from workflow_repo import job_counts, plan, snakemake  # noqa: E402
 
 pytest_plugins = ["workflow_repo"]
 
@@ -57,7 +61,71 @@ def test_snakemake_html_report_of_the_finished_run(finished_all):
     for n in (1, 2, 3):
         assert f"table{n}.csv" in html
     assert "report.pdf" in html and "Tables" in html and "Figures" in html  # results and their categories
-    assert "Table 2 of the paper: property probing" in html  # a caption from workflow/report/tables.rst
+    assert "Property probing on frozen ColoredMDSprites slots (paper Table 2)." in html  # tables.TABLES' caption
+    assert "Bottleneck sweep: FG-ARI and slot covariance" in html  # figures.FIGURES' caption
+    assert "summary.csv" in html and "claims.csv" in html  # the Claims category's entries (reports/claims)
     assert "slotcov reproduces" in html  # the workflow description (workflow/report/workflow.rst)
     timed = set(re.findall(r'\{"rule": "(\w+)", "runtime": [\d.]+\}', html))  # the Statistics panel
-    assert {"make_mdsprites", "train", "evaluate", "probe", "tables", "figures", "report"} <= timed, timed
+    assert {"make_mdsprites", "train", "evaluate", "probe", "table", "figure", "claims", "report"} <= timed, timed
+
+
+@pytest.mark.slow
+@pytest.mark.trained_numbers
+def test_the_test_dag_makes_the_numbers_it_made_before_the_move(finished_all):
+    """Every headline number and table cell of tests/reference/ (made before the stage packages), within the
+    tolerances of tests/headline.py (training's floating point differs between CPUs)."""
+    off = headline.off_reference(finished_all)
+    assert not off, "numbers moved from tests/reference/ (tests/headline.py says how to regenerate it):\n" + \
+        "\n".join(off)
+
+
+def test_the_reference_comparison_sees_a_moved_number_and_a_missing_row(tmp_path):
+    """headline.off_reference on a copy of the reference passes, and fails for one number moved by twice its
+    tolerance, a changed table cell or a missing table row."""
+    ref = json.loads((headline.REFERENCE / "numbers.json").read_text())
+    for path, numbers in ref.items():
+        file = tmp_path / "results" / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        sections = {}
+        for key, value in numbers.items():
+            *section, leaf = key.split(".")
+            node = sections
+            for part in section:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        file.write_text(json.dumps({**sections, "n_new": 1}))  # a key the reference lacks is not compared
+    tables = tmp_path / "reports" / "tables"
+    tables.mkdir(parents=True)
+    for name in headline.TABLES:
+        (tables / f"{name}.csv").write_bytes((headline.REFERENCE / "tables" / f"{name}.csv").read_bytes())
+    assert headline.off_reference(tmp_path) == []
+    file = tmp_path / "results" / "metrics" / "coco" / "sa" / "seed0.json"
+    data = json.loads(file.read_text())
+    data["pipelines"]["dinosaur"]["fg_ari"] += 2 * headline.tolerance("fg_ari")
+    file.write_text(json.dumps(data))
+    t1 = pd.read_csv(tables / "table1.csv")
+    t1.loc[0, "marks"] = "replica"
+    t1.drop(index=3).to_csv(tables / "table1.csv", index=False)
+    off = headline.off_reference(tmp_path)
+    assert len(off) == 3 and "metrics/coco/sa/seed0.json pipelines.dinosaur.fg_ari" in off[0], off
+    assert "marks" in off[1] and "row missing" in off[2], off
+
+
+@pytest.mark.slow
+def test_a_deleted_figure_or_table_is_rebuilt_on_its_own(finished_all):
+    """Each figure and table file is a declared output: deleting one makes `all` (and the target rules
+    `figures`, `tables`) plan its job, and asking for the file rebuilds it."""
+    repo = finished_all
+    for path in (repo / "reports" / "figures").glob("sweep_beta.*"):
+        path.unlink()
+    counts, _ = plan(repo, "all")
+    assert counts == {"figure": 1, "report": 1, "all": 1}, counts
+    proc = snakemake(repo, "--cores", "2", "figures")
+    assert job_counts(proc.stdout + proc.stderr) == {"figure": 1, "figures": 1}
+    assert (repo / "reports" / "figures" / "sweep_beta.png").stat().st_size > 0
+    (repo / "reports" / "tables" / "table1.csv").unlink()
+    proc = snakemake(repo, "--cores", "2", "reports/tables/table1.csv")
+    assert job_counts(proc.stdout + proc.stderr) == {"table": 1}
+    assert "cmdsprites,sa,fg_ari" in (repo / "reports" / "tables" / "table1.csv").read_text()
+    proc = snakemake(repo, "--cores", "2", "all")  # the report again: leave the DAG finished
+    assert job_counts(proc.stdout + proc.stderr) == {"report": 1, "all": 1}

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from slotcov.evaluate import probing
-from slotcov.evaluate.probing import DEFAULTS, make_probe, match, matched_loss, pair_losses, probe_all, standardiser
+from slotcov.config import DEFAULTS as CONFIG_DEFAULTS
+from slotcov.evaluate.probing import make_probe, match, matched_loss, pair_losses, probe_all, standardiser
 
 
 class Scenes:
@@ -111,7 +112,7 @@ def test_standardiser_uses_all_entities_and_one_colour_statistic():
     assert split["numeric"][..., :3].std().item() == pytest.approx(1.0, rel=1e-2)
 
 
-SMALL = {**DEFAULTS, "hidden": 32, "lr": 1e-2, "batch_size": 16, "check_every": 5, "patience": 3, "min_delta": 0.01,
+SMALL = {**CONFIG_DEFAULTS["probe"], "hidden": 32, "lr": 1e-2, "batch_size": 16, "check_every": 5, "patience": 3, "min_delta": 0.01,
          "train_scenes": 48, "val_scenes": 32, "test_scenes": 40, "resample_slots": False}
 
 

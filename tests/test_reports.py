@@ -88,7 +88,8 @@ def make_results(results, rng=np.random.default_rng(0)):
         for seed in (0, 1):
             path = results / "sweep" / "cmdsprites" / "covloss" / f"beta{beta:g}" / f"seed{seed}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"fg_ari": 80 + beta + seed, "slot_cov": 1e-3 / (1 + beta)}))
+            path.write_text(json.dumps({"fg_ari": 80 + beta + seed, "slot_cov": 1e-3 / (1 + beta),
+                                        "reg.cov_weight": beta}))
 
 
 def cell(df, method, dataset=None, metric=None):
@@ -146,6 +147,39 @@ def test_tables_from_metrics_files(tmp_path):
     csv = pd.read_csv(out / "table1.csv")
     assert list(csv.columns[:6]) == ["dataset", "method", "metric", "mean", "std", "n"] and len(csv) == 12
     assert set(csv[csv["dataset"] == "coco"]["metric"]) == {"fg_ari", "dinosaur.fg_ari", "fg_ari_authors"}
+
+
+def test_a_method_without_a_paper_value_gets_a_dash(tmp_path, monkeypatch):
+    """A table row of a method the paper does not print (a new cell) shows "--" in the paper column."""
+    results = tmp_path / "results"
+    make_results(results)
+    write_cell(results, "metrics", "cmdsprites", "newreg", 0, {"fg_ari": 70.0, "fg_ari_n": 320})
+    monkeypatch.setattr(paper, "TABLE1_ROWS", [*paper.TABLE1_ROWS, "newreg"])
+    t = tables.tables(results, tmp_path / "tables")
+    row = cell(t["table1"], "newreg", "cmdsprites")
+    assert row["mean"] == 70.0 and np.isnan(row["paper"])
+    line = next(x for x in (tmp_path / "tables" / "table1.tex").read_text().splitlines() if x.startswith("newreg &"))
+    assert line.split(" & ")[2] == "--"
+
+
+def test_tables_captions_and_files_come_from_tables_TABLES(tmp_path):
+    """Each table of TABLES is a CSV and a TeX file with TABLES' caption; `only` writes just the ones named."""
+    results = tmp_path / "results"
+    make_results(results)
+    tables.tables(results, tmp_path / "all")
+    for name, caption in tables.TABLES:
+        assert f"\\caption{{{tables.tex_escape(caption)}}}\\label{{tab:{name}}}" in (tmp_path / "all" / f"{name}.tex").read_text()
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == sorted(
+        f"{name}.{ext}" for name, _ in tables.TABLES for ext in ("csv", "tex"))
+    assert (tmp_path / "numbers.tex").exists()  # every table: the numbers beside the folder, as before
+    (tmp_path / "numbers.tex").unlink()
+    tables.tables(results, tmp_path / "one", only=["table2"])  # one table, no numbers file unless given
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["table2.csv", "table2.tex"]
+    assert not (tmp_path / "numbers.tex").exists()
+    tables.tables(results, tmp_path / "none", tmp_path / "n.tex", only=[])
+    assert (tmp_path / "n.tex").exists() and not (tmp_path / "none").exists()
+    with pytest.raises(UserError, match="no table table9"):
+        tables.tables(results, tmp_path / "x", only=["table9"])
 
 
 def test_load_results_flattens_pipelines(tmp_path):
@@ -250,6 +284,21 @@ def test_figures_from_samples_and_logs(built, tmp_path):
     assert "skipping figure recon_cmdsprites_cosineloss" in built["log"]
     assert "skipping figure curves_coco" in built["log"]
     assert figures.figures(tmp_path, tmp_path / "figures") == []  # no inputs at all: nothing, no crash
+
+
+def test_a_figure_asked_for_by_name_is_written_either_way(built, tmp_path, capsys):
+    """The workflow's one job per figure: the figure named is drawn, or, without its inputs, a page saying so."""
+    out = tmp_path / "figures"
+    written = figures.figures(built["results"], out, only=["recon_cmdsprites_cosineloss", "sweep_beta"])
+    assert sorted(p.name for p in written) == ["recon_cmdsprites_cosineloss.pdf", "recon_cmdsprites_cosineloss.png",
+                                               "sweep_beta.pdf", "sweep_beta.png"]
+    assert "figure recon_cmdsprites_cosineloss: no results/samples/cmdsprites/cosineloss" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
+    for name, _ in figures.FIGURES:  # every name of the list is drawn by draw() (or says what it lacks)
+        fig, why = figures.draw(name, tmp_path / "nothing")
+        assert fig is None and why.startswith("no results/"), name
+    with pytest.raises(UserError, match="no figure masks_cocoa"):
+        figures.figures(built["results"], out, only=["masks_cocoa"])
 
 
 def test_recon_and_mask_panels():
@@ -463,16 +512,22 @@ def test_tables_report_the_mean_not_the_median(tmp_path):
 
 
 def test_report_rules_pass_numbers_and_report_tex_as_declared_files(tmp_path):
-    """numbers.tex is the `tables` rule's output and the `report` rule's input; report.tex is an output."""
+    """numbers.tex is the `numbers` rule's output and the `report` rule's input; report.tex is an output; each
+    table of TABLES and each figure of FIGURES is a file of its own job (a target by itself)."""
     from workflow_repo import copy_repo, plan
 
     repo = copy_repo(tmp_path)
     counts, out = plan(repo, "-p", "reports/numbers.tex")  # a target only a declared output can be
-    assert counts["tables"] == 1 and "report" not in counts
-    assert "--out reports/tables --numbers reports/numbers.tex" in out
+    assert counts["numbers"] == 1 and "report" not in counts and "table" not in counts
+    assert "--numbers reports/numbers.tex --only" in out
     counts, out = plan(repo, "-p", "reports/report.tex")
-    assert counts["report"] == 1 and counts["tables"] == 1
+    assert counts["report"] == 1 and counts["numbers"] == 1
+    assert (counts["table"], counts["figure"]) == (len(tables.TABLES), len(figures.FIGURES))
     assert "--numbers reports/numbers.tex" in out.split("rule report:")[1] and "--tex reports/report.tex" in out
+    counts, out = plan(repo, "-p", "reports/tables/table2.tex", "reports/figures/sweep_beta.pdf")
+    assert (counts["table"], counts["figure"]) == (1, 1) and "--only table2" in out and "--only sweep_beta" in out
+    counts, _ = plan(repo, "tables", "figures")  # the target rules: every table (and the numbers), every figure
+    assert (counts["table"], counts["numbers"], counts["figure"]) == (len(tables.TABLES), 1, len(figures.FIGURES))
 
 
 def test_fallback_pdf_has_a_symbol_for_every_table_mark():
@@ -483,3 +538,18 @@ def test_fallback_pdf_has_a_symbol_for_every_table_mark():
     assert set(report_pdf.MARK_SYMBOLS) == set(tables.MARKS)
     assert all(len(s) == 1 and s != "\\" for s in report_pdf.MARK_SYMBOLS.values())
     assert report_pdf.detex(r"$^\sharp$ settings") == "♯ settings"
+
+
+def test_the_sweep_axis_is_read_from_the_file_not_its_folder(tmp_path, capsys):
+    """load_sweep takes beta from the file's `reg.cov_weight` (what slotcov evaluate records from --set)."""
+    from slotcov.evaluate.evaluation import set_numbers
+
+    assert set_numbers(["reg.cov_weight=1e-1", "reg.projection=[8, 8]", "train.amp=bf16"]) == {"reg.cov_weight": 0.1}
+    folder = tmp_path / "sweep" / "cmdsprites" / "covloss"
+    for name, data in [("beta9.9", {"fg_ari": 50.0, "slot_cov": 0.1, "reg.cov_weight": 0.5}),
+                       ("beta1.0", {"fg_ari": 60.0, "slot_cov": 0.2})]:  # no axis recorded: not guessed
+        (folder / name).mkdir(parents=True)
+        (folder / name / "seed0.json").write_text(json.dumps(data))
+    sweep = results.load_sweep(tmp_path)
+    assert sweep.to_dict("records") == [{"beta": 0.5, "seed": 0, "fg_ari": 50.0, "slot_cov": 0.1}]
+    assert "beta1.0/seed0.json: no reg.cov_weight" in capsys.readouterr().err

@@ -9,7 +9,10 @@ import pytest
 import torch
 import yaml
 
+from slotcov import config as C
 from slotcov.cells import EVAL_ONLY
+from slotcov.report.figures import FIGURES
+from slotcov.report.tables import TABLES
 
 pytest.register_assert_rewrite("workflow_repo")
 from workflow_repo import BIN, PRESET, REPO, TARGETS, exponent_preset, job_counts, plan, run, snakemake
@@ -26,12 +29,13 @@ def expected_all(config: dict) -> dict[str, int]:
             "probe": sum(c.startswith("cmdsprites/") for c in trained) * seeds,
             "evaluate_blockmasks": ("coco/blockmasks" in config["cells"]) * seeds,
             "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 3, "prepare_coco": 3,
-            "extract_features": 3, "tables": 1, "figures": 1, "report": 1, "claims": 1, "all": 1}
+            "extract_features": 3, "table": len(TABLES), "numbers": 1, "figure": len(FIGURES), "report": 1,
+            "claims": 1, "all": 1}
 
 
 def test_all_plans_every_cell_of_each_preset(fresh_repo):
     for preset in ["config.yaml", "config/test.yaml", "config/paper.yaml"]:
-        config = yaml.safe_load((fresh_repo / preset).read_text())
+        config = C.load(fresh_repo / preset)
         counts, _ = plan(fresh_repo, "all", configfile=preset)
         assert {k: counts.get(k, 0) for k in expected_all(config)} == expected_all(config), preset
         if config["data"]["cmdsprites"]["source"] == "real":  # the paper: downloads, no generators

@@ -71,7 +71,7 @@ EXPONENTS = [
     cosineloss: {reg: {cosine_weight: 1e-2, cosine_margin: 2e-1}}
 """),
     ("  betas: [0.1, 10.0]", "  betas: [1e-1, 1E+1]"),
-    ("probe: {protocol: authors,", "monitor: {progress_every_s: 6e1}\nprobe: {lr: 1e-3, min_delta: 1e-2, protocol: authors,"),
+    ("probe: {hidden: 16,", "monitor: {progress_every_s: 6e1}\nprobe: {lr: 1e-3, min_delta: 1e-2, hidden: 16,"),
     ("    train: {steps: 4, batch_size: 4,", "    train: {lr: 1.0e-5, steps: 4, batch_size: 4,"),  # COCO cells
     ("preset: test", "preset: exponents"),
 ]

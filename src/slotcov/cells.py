@@ -9,6 +9,10 @@ from __future__ import annotations
 import copy
 import json
 
+# The datasets, in table order; a cell is "dataset/method". ColoredMDSprites cells train on images,
+# COCO cells on frozen ViT features of a COCO pipeline's prepared split.
+DATASETS = ["cmdsprites", "coco"]
+
 
 TRAIN = {  # the shared schedule
     "steps": 500_000, "batch_size": 64, "lr": 4e-4, "warmup_steps": 10_000,
@@ -68,6 +72,14 @@ PAPER_CELLS: dict[str, dict] = {
                                        grad_clip=1.0),
 }
 EVAL_ONLY = {"coco/blockmasks"}  # evaluated, never trained
+# Every cell a preset may run, in table order: the schema's cell and method names and the default of
+# a preset's `cells` (slotcov.config).
+CELLS = [*PAPER_CELLS, *sorted(EVAL_ONLY)]
+
+
+def methods_of(dataset: str, cells=PAPER_CELLS) -> list[str]:
+    """The methods of `dataset` among `cells` (default: the trained cells), in their order."""
+    return [cell.split("/")[1] for cell in cells if cell.split("/")[0] == dataset]
 
 # Cell settings that say how a run is carried out, not what it computes: another value than the
 # paper's is no departure. The seed is each result's own axis (its file name and provenance); thread

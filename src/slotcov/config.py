@@ -20,7 +20,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from slotcov.cells import EVAL_ONLY, PAPER_CELLS
+from slotcov.cells import CELLS, DATASETS, EVAL_ONLY, PAPER_CELLS, methods_of
 from slotcov.errors import UserError
 
 
@@ -28,13 +28,25 @@ from slotcov.errors import UserError
 # (cell settings: slotcov.cells). resolve() merges the preset over it, so a resolved config has
 # every key and its readers (rules, CLIs) index it strictly.
 DEFAULTS = {
+    "cells": CELLS,  # every cell; a preset that runs fewer lists them
     "data": {
         # tfrecord / root null: the workflow makes or downloads the data under data/raw/
-        "cmdsprites": {"source": "replica", "replica": {"seed": 0}, "resolution": 64, "tfrecord": None,
-                       "splits": {"train": [0, 60000], "eval": [60000, 320]}},  # replica.n: the splits' end
+        # replica.n: the splits' end; resolution: the cells' model.resolution (cmdsprites_resolution).
+        # splits.probe (Table 2): the probe's 10,000 training, 1,000 validation and 2,000 test scenes, after the
+        # evaluation records (the authors' code does not say which records their probe read; docs/fidelity.md)
+        "cmdsprites": {"source": "replica", "replica": {"seed": 0}, "tfrecord": None,
+                       "splits": {"train": [0, 60000], "eval": [60000, 320], "probe": [60320, 13000]}},
         "coco": {"source": "synthetic", "root": None, "train_split": "train2017", "eval_split": "val2017",
                  "synthetic": {"n_train": 16, "n_eval": 16, "seed": 0}, "limit_train": None, "limit_eval": None,
-                 "pipelines": {}, "primary": "authors"},
+                 # The two COCO pipelines (docs/fidelity.md "COCO pipelines and FG-ARI"). COCO cells train on
+                 # `primary`'s features; every trained COCO cell (and block masks) is evaluated under both.
+                 "pipelines": {
+                     "authors": {"crop": "stretch", "normalize": "none", "skip_empty": True, "mask_upsample": "nearest",
+                                 "interpolation": "bilinear", "mask_resize": "instances", "resize": "pil"},
+                     "dinosaur": {"crop": "center", "normalize": "imagenet", "skip_empty": False,
+                                  "mask_upsample": "bilinear", "interpolation": "bicubic", "mask_resize": "ids",
+                                  "resize": "tensor"}},
+                 "primary": "authors"},
         "features": {"model": "vit_base_patch16_224.dino", "weights": "auto", "batch_size": 64, "dtype": "float32"},
     },
     "datasets": {}, "methods": {},
@@ -43,6 +55,10 @@ DEFAULTS = {
     "probe": {"protocol": "authors", "hidden": 256, "steps": 6000, "lr": 1e-3, "lr_half_life": 2000,  # the authors'
               "batch_size": 64, "check_every": 250, "patience": 3, "min_delta": 0.01,
               "train_scenes": 10_000, "val_scenes": 1_000, "test_scenes": 2_000, "resample_slots": True, "seed": 0},
+    "monitor": {  # how jobs report progress; no setting here moves a number or re-runs a job
+        "progress_every_s": 60,  # seconds between progress lines of a job without a terminal (0: every logged step)
+        "tensorboard": False,  # TensorBoard event files beside log.csv in each run folder
+    },
     "plan": None,  # a `slotcov plan --out` file: train runtimes per cell (else resources.train.runtime)
     "resources": {  # per rule: cores, memory, SLURM time limit, GPUs
         "download": {"threads": 1, "mem_mb": 1000, "runtime": "12h", "gpu": 0},
@@ -58,6 +74,9 @@ DEFAULTS = {
         "report": {"threads": 1, "mem_mb": 4000, "runtime": "1h", "gpu": 0},
     },
 }
+# The cell setting the bottleneck sweep varies (`sweep.betas` are its values): each sweep job's `--set`, and the
+# key under which `slotcov evaluate` records it in the sweep's metrics files (read back by results.load_sweep).
+SWEEP_KEY = "reg.cov_weight"
 
 
 class _Loader(yaml.SafeLoader):
@@ -90,6 +109,7 @@ def resolve(config: dict) -> dict:
     out["sweep"].setdefault("seeds", out["seeds"])
     cmd = out["data"]["cmdsprites"]
     cmd["replica"].setdefault("n", _splits_end(cmd["splits"]))
+    cmd["resolution"] = cmdsprites_resolution(out)
     return out
 
 
@@ -98,7 +118,14 @@ def _splits_end(splits: dict) -> int:
 
 
 def _schema() -> dict:
-    return load_yaml(resources.files("slotcov").joinpath("config.schema.yaml").read_text())
+    """config.schema.yaml with its cell, dataset and method names filled in from slotcov.cells."""
+    schema = load_yaml(resources.files("slotcov").joinpath("config.schema.yaml").read_text())
+    props = schema["properties"]
+    props["cells"]["items"] = {"enum": CELLS}
+    props["datasets"]["properties"] = {d: {"$ref": "#/$defs/override"} for d in DATASETS}
+    props["methods"]["properties"] = {d: {"type": "object", "propertyNames": {"enum": methods_of(d)},
+                                          "additionalProperties": {"$ref": "#/$defs/override"}} for d in DATASETS}
+    return schema
 
 
 def _strict_integer(_checker, instance) -> bool:
@@ -120,15 +147,17 @@ def validate(config: dict, source: str = "config") -> dict:
     check_methods_form(config, source)
     _raise_first(_Validator(_schema()).iter_errors(config), source)
     check_probe_span(config.get("data", {}).get("cmdsprites", {}).get("splits", {}), source)
-    check_replica_size(resolve(config)["data"]["cmdsprites"], source)
-    for cell in config["cells"]:
+    cells = config.get("cells", DEFAULTS["cells"])
+    for cell in cells:
         if cell not in EVAL_ONLY:
             check_cell(resolve_cell(config, cell), cell, source)
-    if "coco/blockmasks" in config["cells"]:
-        try:
+    try:
+        resolved = resolve(config)  # also cmdsprites_resolution's check
+        if "coco/blockmasks" in cells:
             block_mask_slots(config)
-        except UserError as err:
-            raise UserError(f"{source}: {err}") from None
+    except UserError as err:
+        raise UserError(f"{source}: {err}") from None
+    check_replica_size(resolved["data"]["cmdsprites"], source)
     return config
 
 
@@ -278,15 +307,31 @@ def resolve_cell(config: dict, cell: str, overrides: dict | None = None) -> dict
     return deep_merge(cfg, overrides)
 
 
+def _trained_cells(config: dict, dataset: str) -> list[str]:
+    """The preset's trained cells of `dataset`, or all of the paper's when it runs none."""
+    cells = [c for c in config.get("cells", CELLS) if c.split("/")[0] == dataset and c not in EVAL_ONLY]
+    return cells or [c for c in PAPER_CELLS if c.split("/")[0] == dataset]
+
+
 def block_mask_slots(config: dict) -> int:
     """Masks of the coco/blockmasks baseline: the slot count of the preset's COCO cells (one value)."""
-    cells = [c for c in config["cells"] if c.startswith("coco/") and c not in EVAL_ONLY] or \
-        [c for c in PAPER_CELLS if c.startswith("coco/")]
-    counts = {resolve_cell(config, c)["model"]["num_slots"] for c in cells}
+    counts = {resolve_cell(config, c)["model"]["num_slots"] for c in _trained_cells(config, "coco")}
     if len(counts) != 1:
         raise UserError(f"coco/blockmasks: the COCO cells have different num_slots {sorted(counts)}; "
                         "set one value in datasets.coco.model.num_slots or drop coco/blockmasks from cells")
     return counts.pop()
+
+
+def cmdsprites_resolution(config: dict) -> int:
+    """The pixel size ColoredMDSprites splits are converted at: the model.resolution of the preset's
+    ColoredMDSprites cells (one value); `data.cmdsprites.resolution`, where a preset gives it, must equal it."""
+    sizes = sorted({resolve_cell(config, c)["model"]["resolution"] for c in _trained_cells(config, "cmdsprites")})
+    given = config.get("data", {}).get("cmdsprites", {}).get("resolution")
+    if len(sizes) != 1 or given not in (None, sizes[0]):
+        raise UserError(f"data.cmdsprites.resolution {given} and model.resolution {sizes} of the ColoredMDSprites "
+                        "cells (datasets.cmdsprites.model.resolution) must be one value: the splits are converted at "
+                        "the first, the models read the second; set datasets.cmdsprites.model.resolution only")
+    return sizes[0]
 
 
 def parse_set(items: list[str]) -> dict:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from slotcov.cells import DATASETS
+
 # Table 1: FG-ARI (%) per (dataset, method). SA/COCO (20) is quoted from DINOSAUR.
 TABLE1 = {
     ("cmdsprites", "sa"): 90.71,
@@ -17,7 +19,7 @@ TABLE1 = {
     ("coco", "cosineloss"): 34.23,
 }
 TABLE1_ROWS = ["sa", "covloss", "cosineloss"]
-TABLE1_COLS = ["cmdsprites", "coco"]
+TABLE1_COLS = list(DATASETS)  # a column group per dataset (its LaTeX: slotcov.report.tables._table1_tex)
 
 # Table 2: property probing on frozen ColoredMDSprites slots.
 TABLE2_COLS = ["shape_acc", "color_r2", "scale_r2", "x_r2", "y_r2"]

@@ -9,16 +9,6 @@ from __future__ import annotations
 import sys
 import time
 
-MONITOR = {  # the `monitor` section of a preset (slotcov/config.schema.yaml); no setting here moves a number
-    "progress_every_s": 60,  # seconds between progress lines of a job without a terminal (0: every logged step)
-    "tensorboard": False,  # TensorBoard event files beside log.csv in each run folder
-}
-
-
-def monitor_settings(config: dict) -> dict:
-    """The preset's `monitor` section over the defaults."""
-    return {**MONITOR, **(config.get("monitor") or {})}
-
 
 def format_eta(seconds: float) -> str:
     """12h03m, 4m05s, 42s."""

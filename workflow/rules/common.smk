@@ -1,14 +1,18 @@
 # Shared helpers: the effective config the slotcov CLI reads, cell settings as rule params,
-# per-rule resources, input functions and the target lists of `rule all`.
+# per-rule resources, input functions and the target lists of `rule all`. The lists they read
+# are the library's: cells and datasets (slotcov.cells), tables (report.tables.TABLES), figures
+# (report.figures.FIGURES), every default (slotcov.config.DEFAULTS, already in `config`).
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from slotcov.cells import EVAL_ONLY, PAPER_CELLS
-from slotcov.config import block_mask_slots, resolve_cell
+from slotcov.cells import CELLS, DATASETS, EVAL_ONLY, PAPER_CELLS
+from slotcov.config import SWEEP_KEY, block_mask_slots, deep_merge, parse_set, resolve_cell
 from slotcov.io import write_json
+from slotcov.report.figures import FIGURES
+from slotcov.report.tables import TABLES
 from slotcov.train.plan import minutes, train_runtime
 
 # Jobs call `slotcov` by name: put the interpreter running Snakemake (venv or conda env)
@@ -19,10 +23,8 @@ if "conda" not in {str(m).lower() for m in workflow.deployment_settings.deployme
     shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
 
 ENV = "../../envs/environment.yaml"  # `--sdm conda` builds it; relative to the rule files
-DATASETS = ["cmdsprites", "coco"]
 TRAINED_METHODS = sorted({cell.split("/")[1] for cell in PAPER_CELLS})
-
-
+METHODS = sorted({cell.split("/")[1] for cell in CELLS})
 
 # --- the resolved config (slotcov.config.resolve: every key present, defaults declared there) ---
 CMD = config["data"]["cmdsprites"]
@@ -80,25 +82,36 @@ def beta_str(beta) -> str:
     return np.format_float_positional(float(beta), trim="0")
 
 
+def sweep_sets(wildcards) -> list[str]:
+    """The `--set` of a sweep job: its beta wildcard as the value of SWEEP_KEY (none for the other jobs)."""
+    return [f"{SWEEP_KEY}={wildcards.beta}"] if "beta" in wildcards.keys() else []
+
+
+def set_flags(wildcards) -> str:
+    return " ".join(f"--set {item}" for item in sweep_sets(wildcards))
+
+
 def cell_config(wildcards) -> str:
-    """The resolved settings of one train/evaluate job as JSON: its rerun trigger."""
-    overrides = {"train": {"seed": int(wildcards.seed)}}
-    if "beta" in wildcards.keys():
-        overrides["reg"] = {"cov_weight": float(wildcards.beta)}
+    """The resolved settings of one train/evaluate job (seed, sweep `--set`) as JSON: its rerun trigger."""
+    overrides = deep_merge(parse_set(sweep_sets(wildcards)), {"train": {"seed": int(wildcards.seed)}})
     return json.dumps(resolve_cell(config, f"{wildcards.dataset}/{wildcards.method}", overrides), sort_keys=True)
 
 
+def threads_of(rule_name: str) -> int:
+    """Cores of a rule's jobs: config `resources.<rule>.threads` (defaults: slotcov.config.DEFAULTS)."""
+    return config["resources"][rule_name]["threads"]
 
 
-def res(rule_name: str, key: str):
-    """One resource of a rule: config `resources.<rule>.<key>` (defaults: slotcov.config.DEFAULTS).
+def resources_of(rule_name: str, **fixed) -> dict:
+    """A rule's `resources:` (mem_mb, runtime, gpu) from config `resources.<rule>`, `fixed` over them.
 
     With a `plan` file (`slotcov plan --out`), a train job's runtime is its cell's planned one.
     """
-    value = config["resources"][rule_name][key]
-    if (rule_name, key) == ("train", "runtime") and config["plan"]:
-        return lambda wildcards: train_runtime(config, f"{wildcards.dataset}/{wildcards.method}", minutes(value))
-    return value
+    out = {key: value for key, value in config["resources"][rule_name].items() if key != "threads"} | fixed
+    if rule_name == "train" and config["plan"]:
+        fallback = minutes(out["runtime"])
+        out["runtime"] = lambda wildcards: train_runtime(config, f"{wildcards.dataset}/{wildcards.method}", fallback)
+    return out
 
 
 # --- targets ---
@@ -124,17 +137,29 @@ def all_results() -> list[str]:
     return cell_targets() + probe_targets() + sweep_targets()
 
 
+def table_targets() -> list[str]:
+    """Each table of slotcov.report.tables.TABLES as CSV and LaTeX."""
+    return [f"reports/tables/{name}.{ext}" for name, _ in TABLES for ext in ("csv", "tex")]
+
+
+def figure_targets() -> list[str]:
+    """Each figure of slotcov.report.figures.FIGURES as PNG and PDF."""
+    return [f"reports/figures/{name}.{ext}" for name, _ in FIGURES for ext in ("png", "pdf")]
+
+
 # --- input functions and flags ---
 def split_inputs(dataset: str, part: str) -> dict:
-    """The prepared splits (and, for COCO, feature stores) a train/evaluate job reads.
-
-    COCO training reads the primary pipeline only; COCO evaluation reads every pipeline.
+    """The prepared splits a train/evaluate job reads: a dataset's cells train on its images in
+    data/{dataset}/{part} (ColoredMDSprites: data.smk's convert_mdsprites), except COCO's, which read a
+    split and a feature store per COCO pipeline (training: the primary pipeline only; evaluation: every one).
     """
-    if dataset == "cmdsprites":
-        return {"data": f"data/cmdsprites/{part}"}
-    names = [COCO_PRIMARY] if part == "train" else list(COCO_PIPELINES)
-    out = {f"data_{name}": f"data/coco/{part}-{name}" for name in names}
-    return out | {f"features_{name}": f"data/features/{part}-{name}" for name in names}
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; slotcov.cells.DATASETS: {', '.join(DATASETS)}")
+    if dataset == "coco":
+        names = [COCO_PRIMARY] if part == "train" else list(COCO_PIPELINES)
+        out = {f"data_{name}": f"data/coco/{part}-{name}" for name in names}
+        return out | {f"features_{name}": f"data/features/{part}-{name}" for name in names}
+    return {"data": f"data/{dataset}/{part}"}
 
 
 def train_inputs(wildcards) -> dict:
@@ -147,9 +172,9 @@ def eval_inputs(wildcards) -> dict:
 
 def train_data_flags(wildcards, input) -> str:
     """`--data DIR` (and, for COCO, `--features DIR` of the primary pipeline) of a train job: its inputs."""
-    if wildcards.dataset == "cmdsprites":
-        return f"--data {input.data}"
-    return f"--data {input[f'data_{COCO_PRIMARY}']} --features {input[f'features_{COCO_PRIMARY}']}"
+    if wildcards.dataset == "coco":
+        return f"--data {input[f'data_{COCO_PRIMARY}']} --features {input[f'features_{COCO_PRIMARY}']}"
+    return f"--data {input.data}"  # images only: split_inputs names no other dataset's features
 
 
 def coco_pipelines_param(wildcards) -> str:
@@ -158,11 +183,12 @@ def coco_pipelines_param(wildcards) -> str:
 
 
 def eval_data_flags(wildcards, input) -> str:
-    """`--data DIR` of a ColoredMDSprites evaluation; for COCO one `--pipeline` per pipeline and `--primary`."""
-    if wildcards.get("dataset", "coco") == "cmdsprites":
-        return f"--data {input.data}"
-    flags = [f"--pipeline {n} {input[f'data_{n}']} {input[f'features_{n}']}" for n in COCO_PIPELINES]
-    return " ".join(flags + [f"--primary {COCO_PRIMARY}"])
+    """`--data DIR` of an evaluation on images; for COCO (block masks: no dataset wildcard) one `--pipeline`
+    per pipeline and `--primary`."""
+    if wildcards.get("dataset", "coco") == "coco":
+        flags = [f"--pipeline {n} {input[f'data_{n}']} {input[f'features_{n}']}" for n in COCO_PIPELINES]
+        return " ".join(flags + [f"--primary {COCO_PRIMARY}"])
+    return f"--data {input.data}"
 
 
 def weights_input(wildcards) -> list[str]:

@@ -17,10 +17,9 @@ if CMD["source"] == "replica":
         benchmark:
             "logs/bench/data/make_mdsprites.tsv"
         priority: 50  # the ColoredMDSprites trainings are the longest chain: start it first
-        threads: res("make_mdsprites", "threads")
+        threads: threads_of("make_mdsprites")
         resources:
-            mem_mb=res("make_mdsprites", "mem_mb"),
-            runtime=res("make_mdsprites", "runtime"),
+            **resources_of("make_mdsprites"),
         shell:
             "slotcov make-mdsprites --n {params.n} --seed {params.seed} --workers {threads} --out {output} > {log} 2>&1"
 
@@ -38,10 +37,9 @@ elif CMD["tfrecord"] is None:
             "logs/data/download_cmdsprites.log",
         benchmark:
             "logs/bench/data/download_cmdsprites.tsv"
-        threads: res("download", "threads")
+        threads: threads_of("download")
         resources:
-            mem_mb=res("download", "mem_mb"),
-            runtime=res("download", "runtime"),
+            **resources_of("download"),
         shell:
             "slotcov download --name cmdsprites --out {output} > {log} 2>&1"
 
@@ -64,10 +62,9 @@ rule convert_mdsprites:
     benchmark:
         "logs/bench/data/convert_mdsprites_{part}.tsv"
     priority: 50
-    threads: res("convert_mdsprites", "threads")
+    threads: threads_of("convert_mdsprites")
     resources:
-        mem_mb=res("convert_mdsprites", "mem_mb"),
-        runtime=res("convert_mdsprites", "runtime"),
+        **resources_of("convert_mdsprites"),
     shell:
         "slotcov convert-mdsprites --tfrecord {input} --start {params.start} --count {params.n} "
         "--resolution {params.resolution} --out {output} > {log} 2>&1"
@@ -92,10 +89,9 @@ if COCO["source"] == "synthetic":
             "logs/data/make_coco_{split}.log",
         benchmark:
             "logs/bench/data/make_coco_{split}.tsv"
-        threads: res("make_coco", "threads")
+        threads: threads_of("make_coco")
         resources:
-            mem_mb=res("make_coco", "mem_mb"),
-            runtime=res("make_coco", "runtime"),
+            **resources_of("make_coco"),
         shell:
             "slotcov make-coco --n {params.n} --seed {params.seed} --split {wildcards.split} "
             "--out {params.root} > {log} 2>&1"
@@ -119,10 +115,9 @@ elif COCO["root"] is None:
             "logs/data/download_{zipname}.log",
         benchmark:
             "logs/bench/data/download_{zipname}.tsv"
-        threads: res("download", "threads")
+        threads: threads_of("download")
         resources:
-            mem_mb=res("download", "mem_mb"),
-            runtime=res("download", "runtime"),
+            **resources_of("download"),
         shell:
             "slotcov download --name {params.name} --out {output} > {log} 2>&1"
 
@@ -141,10 +136,9 @@ elif COCO["root"] is None:
             "logs/data/unzip_{split}.log",
         benchmark:
             "logs/bench/data/unzip_{split}.tsv"
-        threads: res("unzip", "threads")
+        threads: threads_of("unzip")
         resources:
-            mem_mb=res("unzip", "mem_mb"),
-            runtime=res("unzip", "runtime"),
+            **resources_of("unzip"),
         shell:
             "python -m zipfile -e {input} {params.root} > {log} 2>&1"
 
@@ -162,10 +156,9 @@ elif COCO["root"] is None:
             "logs/data/unzip_annotations.log",
         benchmark:
             "logs/bench/data/unzip_annotations.tsv"
-        threads: res("unzip", "threads")
+        threads: threads_of("unzip")
         resources:
-            mem_mb=res("unzip", "mem_mb"),
-            runtime=res("unzip", "runtime"),
+            **resources_of("unzip"),
         shell:
             "python -m zipfile -e {input} {params.root} > {log} 2>&1"
 
@@ -193,10 +186,9 @@ rule prepare_coco:
         "logs/data/prepare_coco_{part}-{pipeline}.log",
     benchmark:
         "logs/bench/data/prepare_coco_{part}-{pipeline}.tsv"
-    threads: res("prepare_coco", "threads")
+    threads: threads_of("prepare_coco")
     resources:
-        mem_mb=res("prepare_coco", "mem_mb"),
-        runtime=res("prepare_coco", "runtime"),
+        **resources_of("prepare_coco"),
     shell:
         "slotcov prepare-coco --root {params.root} --split {params.split} --pipeline {wildcards.pipeline} "
         "--crop {params.crop} {params.skip_empty} --interpolation {params.interpolation} "

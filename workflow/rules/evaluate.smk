@@ -19,9 +19,10 @@ rule evaluate:
         eval=json.dumps(EVAL, sort_keys=True),
         data=lambda wc, input: eval_data_flags(wc, input),
         pipelines=coco_pipelines_param,  # rerun trigger: a COCO pipeline's settings changed
+        sets=set_flags,
         run=run_dir,
         batch_size=EVAL["batch_size"],
-        n_samples=EVAL["n_samples"],
+        samples=lambda wc, output: f"--n-samples {EVAL['n_samples']} --samples {output.samples}",
     wildcard_constraints:
         method="|".join(TRAINED_METHODS),
     conda:
@@ -30,16 +31,29 @@ rule evaluate:
         "logs/evaluate/{dataset}/{method}/seed{seed}.log",
     benchmark:
         "logs/bench/evaluate/{dataset}/{method}/seed{seed}.tsv"
-    threads: res("evaluate", "threads")
+    threads: threads_of("evaluate")
     resources:
-        mem_mb=res("evaluate", "mem_mb"),
-        runtime=res("evaluate", "runtime"),
-        gpu=res("evaluate", "gpu"),
+        **resources_of("evaluate"),
     shell:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--seed {wildcards.seed} --run {params.run} "
-        "{params.data} --batch-size {params.batch_size} --n-samples {params.n_samples} "
-        "--samples {output.samples} --out {output.metrics} --provenance {output.provenance} > {log} 2>&1"
+        "--seed {wildcards.seed} {params.sets} --run {params.run} {params.data} --batch-size {params.batch_size} "
+        "{params.samples} --out {output.metrics} --provenance {output.provenance} > {log} 2>&1"
+
+
+# The bottleneck sweep's runs: the same job (its `--set` from set_flags, which the metrics file records), no samples.
+use rule evaluate as evaluate_sweep with:
+    input:
+        unpack(eval_inputs),
+        run=f"{SWEEP_RUN}/run.json",
+    output:
+        metrics="results/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
+        provenance="results/provenance/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
+    params:
+        samples="--n-samples 0",
+    log:
+        "logs/evaluate/sweep/{dataset}/{method}/beta{beta}/seed{seed}.log",
+    benchmark:
+        "logs/bench/evaluate/sweep/{dataset}/{method}/beta{beta}/seed{seed}.tsv"
 
 
 rule evaluate_blockmasks:
@@ -60,43 +74,10 @@ rule evaluate_blockmasks:
         "logs/evaluate/coco/blockmasks/seed{seed}.log",
     benchmark:
         "logs/bench/evaluate/coco/blockmasks/seed{seed}.tsv"
-    threads: res("evaluate", "threads")
+    threads: threads_of("evaluate")
     resources:
-        mem_mb=res("evaluate", "mem_mb"),
-        runtime=res("evaluate", "runtime"),
+        **resources_of("evaluate", gpu=0),  # no model to run
     shell:
         "slotcov evaluate --config {params.config} --cell coco/blockmasks {params.data} "
         "--batch-size {params.batch_size} --out {output.metrics} "
         "--provenance {output.provenance} > {log} 2>&1"
-
-
-rule evaluate_sweep:
-    input:
-        unpack(eval_inputs),
-        run=f"{SWEEP_RUN}/run.json",
-    output:
-        metrics="results/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
-        provenance="results/provenance/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
-    params:
-        config=CONFIG,
-        cfg=cell_config,
-        eval=json.dumps(EVAL, sort_keys=True),
-        data=lambda wc, input: eval_data_flags(wc, input),
-        run=run_dir,
-        batch_size=EVAL["batch_size"],
-    conda:
-        ENV
-    log:
-        "logs/evaluate/sweep/{dataset}/{method}/beta{beta}/seed{seed}.log",
-    benchmark:
-        "logs/bench/evaluate/sweep/{dataset}/{method}/beta{beta}/seed{seed}.tsv"
-    threads: res("evaluate", "threads")
-    resources:
-        mem_mb=res("evaluate", "mem_mb"),
-        runtime=res("evaluate", "runtime"),
-        gpu=res("evaluate", "gpu"),
-    shell:
-        "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--seed {wildcards.seed} --set reg.cov_weight={wildcards.beta} --run {params.run} "
-        "{params.data} --batch-size {params.batch_size} --n-samples 0 "
-        "--out {output.metrics} --provenance {output.provenance} > {log} 2>&1"

@@ -16,10 +16,9 @@ if STAGE_DINO:
             "logs/data/download_dino.log",
         benchmark:
             "logs/bench/data/download_dino.tsv"
-        threads: res("download", "threads")
+        threads: threads_of("download")
         resources:
-            mem_mb=res("download", "mem_mb"),
-            runtime=res("download", "runtime"),
+            **resources_of("download"),
         shell:
             "slotcov download --name dino_vitb16 --out {output} > {log} 2>&1"
 
@@ -44,11 +43,9 @@ rule extract_features:
         "logs/features/{part}-{pipeline}.log",
     benchmark:
         "logs/bench/features/{part}-{pipeline}.tsv"
-    threads: res("extract_features", "threads")
+    threads: threads_of("extract_features")
     resources:
-        mem_mb=res("extract_features", "mem_mb"),
-        runtime=res("extract_features", "runtime"),
-        gpu=res("extract_features", "gpu"),
+        **resources_of("extract_features"),
     shell:
         "slotcov extract-features --images {input.images} --model {params.model} --weights {params.weights} "
         "--normalize {params.normalize} --dtype {params.dtype} --batch-size {params.batch_size} --out {output} > {log} 2>&1"

@@ -21,11 +21,9 @@ rule probe:
         "logs/probe/cmdsprites/{method}/seed{seed}.log",
     benchmark:
         "logs/bench/probe/cmdsprites/{method}/seed{seed}.tsv"
-    threads: res("probe", "threads")
+    threads: threads_of("probe")
     resources:
-        mem_mb=res("probe", "mem_mb"),
-        runtime=res("probe", "runtime"),
-        gpu=res("probe", "gpu"),
+        **resources_of("probe"),
     shell:
         "slotcov probe --config {params.config} --cell cmdsprites/{wildcards.method} "
         "--seed {wildcards.seed} --run {params.run} "

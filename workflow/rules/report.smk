@@ -1,80 +1,119 @@
-# Tables 1-3, figures, the claims ledger and the PDF report from the result files.
+# Tables, figures, the claims ledger and the PDF report from the result files.
 # The commands read the folder `results` (params.results); every file they read there is a
-# declared input, every file they write a declared output. Training logs (log.csv) are written
-# by the train job beside its run record run.json, which stands for them as the input.
+# declared input, every file they write a declared output: one job per table (TABLES) and per
+# figure (FIGURES), so a deleted table or figure is rebuilt on its own (`snakemake
+# reports/figures/sweep_beta.png`, or the target rules `tables`, `figures`, `all`). Training logs
+# (log.csv) are written by the train job beside its run record run.json, which stands for them.
 # The report() marks put them into Snakemake's HTML report (`snakemake --report
 # reports/workflow-report.html`), captions in workflow/report/*.rst.
-from slotcov.report.figures import FIGURES
 
 
 include: "report_inputs.smk"
 
 
 localrules:
-    tables,
-    figures,
+    table,
+    numbers,
+    figure,
     claims,
     report,
 
 
-rule tables:
+rule table:
     input:
         metrics=cell_targets(),
         probe=probe_targets(),
         provenance=provenance_of(cell_targets() + probe_targets()),
     output:
-        tables=report(
-            directory("reports/tables"),
-            patterns=["{name}.csv"],
+        csv=report(
+            "reports/tables/{table}.csv",
             caption="../report/tables.rst",
             category="Tables",
-            labels={"table": "{name}"},
+            labels={"table": "{table}"},
         ),
-        numbers="reports/numbers.tex",
+        tex="reports/tables/{table}.tex",
+    params:
+        results=results_folder,
+        out=lambda wc, output: Path(output.csv).parent,
+        captions=dict(TABLES),  # for the HTML report's captions (tables.rst)
+    wildcard_constraints:
+        table="|".join(name for name, _ in TABLES),
+    conda:
+        ENV
+    log:
+        "logs/report/tables/{table}.log",
+    benchmark:
+        "logs/bench/report/tables/{table}.tsv"
+    threads: threads_of("report")
+    resources:
+        **resources_of("report"),
+    shell:
+        "slotcov tables --results {params.results} --out {params.out} --only {wildcards.table} > {log} 2>&1"
+
+
+rule numbers:
+    input:
+        metrics=cell_targets(),
+        probe=probe_targets(),
+        provenance=provenance_of(cell_targets() + probe_targets()),
+    output:
+        "reports/numbers.tex",
     params:
         results=results_folder,
     conda:
         ENV
     log:
-        "logs/report/tables.log",
+        "logs/report/numbers.log",
     benchmark:
-        "logs/bench/report/tables.tsv"
-    threads: res("report", "threads")
+        "logs/bench/report/numbers.tsv"
+    threads: threads_of("report")
     resources:
-        mem_mb=res("report", "mem_mb"),
-        runtime=res("report", "runtime"),
+        **resources_of("report"),
     shell:
-        "slotcov tables --results {params.results} --out {output.tables} --numbers {output.numbers} > {log} 2>&1"
+        "slotcov tables --results {params.results} --numbers {output} --only > {log} 2>&1"
 
 
-rule figures:
+rule figure:
     input:
         samples=sample_targets(),
         runs=run_records(),
         sweep=sweep_targets(),
     output:
-        report(
-            directory("reports/figures"),
-            patterns=["{name}.png"],
+        png=report(
+            "reports/figures/{figure}.png",
             caption="../report/figures.rst",
             category="Figures",
-            labels={"figure": "{name}"},
+            labels={"figure": "{figure}"},
         ),
-    conda:
-        ENV
+        pdf="reports/figures/{figure}.pdf",
     params:
         results=results_folder,
+        out=lambda wc, output: Path(output.png).parent,
         captions=dict(FIGURES),  # for the HTML report's captions (figures.rst)
+    wildcard_constraints:
+        figure="|".join(name for name, _ in FIGURES),
+    conda:
+        ENV
     log:
-        "logs/report/figures.log",
+        "logs/report/figures/{figure}.log",
     benchmark:
-        "logs/bench/report/figures.tsv"
-    threads: res("report", "threads")
+        "logs/bench/report/figures/{figure}.tsv"
+    threads: threads_of("report")
     resources:
-        mem_mb=res("report", "mem_mb"),
-        runtime=res("report", "runtime"),
+        **resources_of("report"),
     shell:
-        "slotcov figures --results {params.results} --out {output} > {log} 2>&1"
+        "slotcov figures --results {params.results} --out {params.out} --only {wildcards.figure} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        table_targets(),
+        "reports/numbers.tex",
+
+
+rule figures:
+    input:
+        figure_targets(),
 
 
 rule claims:
@@ -83,7 +122,13 @@ rule claims:
         probe=probe_targets(),
         runs=run_records(),
     output:
-        report(directory("reports/claims"), patterns=["claims.csv"], caption="../report/claims.rst", category="Claims"),
+        report(
+            directory("reports/claims"),
+            patterns=["{file}.csv"],  # summary.csv (one row per claim) and claims.csv (every test row)
+            caption="../report/claims.rst",
+            category="Claims",
+            labels={"file": "{file}.csv"},
+        ),
     params:
         results=results_folder,
     conda:
@@ -92,18 +137,17 @@ rule claims:
         "logs/report/claims.log",
     benchmark:
         "logs/bench/report/claims.tsv"
-    threads: res("report", "threads")
+    threads: threads_of("report")
     resources:
-        mem_mb=res("report", "mem_mb"),
-        runtime=res("report", "runtime"),
+        **resources_of("report"),
     shell:
         "slotcov claims --results {params.results} --out {output} > {log} 2>&1"
 
 
 rule report:
     input:
-        tables="reports/tables",
-        figures="reports/figures",
+        tables=table_targets(),
+        figures=figure_targets(),
         claims="reports/claims",
         numbers="reports/numbers.tex",
         metrics=cell_targets(),  # the FG-ARI section and the provenance table
@@ -114,6 +158,8 @@ rule report:
         tex="reports/report.tex",
     params:
         results=results_folder,
+        tables=lambda wc, input: Path(input.tables[0]).parent,
+        figures=lambda wc, input: Path(input.figures[0]).parent,
     conda:
         ENV
     log:
@@ -121,11 +167,10 @@ rule report:
         latex="logs/report/pdflatex.log",  # pdflatex's output, only when it fails
     benchmark:
         "logs/bench/report/report.tsv"
-    threads: res("report", "threads")
+    threads: threads_of("report")
     resources:
-        mem_mb=res("report", "mem_mb"),
-        runtime=res("report", "runtime"),
+        **resources_of("report"),
     shell:
-        "slotcov report --tables {input.tables} --figures {input.figures} --claims {input.claims} "
+        "slotcov report --tables {params.tables} --figures {params.figures} --claims {input.claims} "
         "--numbers {input.numbers} --results {params.results} --out {output.pdf} --tex {output.tex} "
         "--latex-log {log.latex} > {log.cmd} 2>&1"

@@ -17,6 +17,7 @@ rule train:
         config=CONFIG,
         cfg=cell_config,
         data=lambda wc, input: train_data_flags(wc, input),
+        sets=set_flags,
         run=run_dir,
     wildcard_constraints:
         method="|".join(TRAINED_METHODS),
@@ -26,39 +27,20 @@ rule train:
         "logs/train/{dataset}/{method}/seed{seed}.log",
     benchmark:
         "logs/bench/train/{dataset}/{method}/seed{seed}.tsv"
-    threads: res("train", "threads")
+    threads: threads_of("train")
     resources:
-        mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
-        gpu=res("train", "gpu"),
+        **resources_of("train"),
     shell:
         "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--seed {wildcards.seed} {params.data} --out {params.run} --drop-stale-checkpoint "
+        "--seed {wildcards.seed} {params.sets} {params.data} --out {params.run} --drop-stale-checkpoint "
         "> {log} 2>&1"
 
 
-rule train_sweep:
-    input:
-        unpack(train_inputs),
+# The bottleneck sweep: the same job with `--set reg.cov_weight={beta}` (set_flags, cell_config) in its own folder.
+use rule train as train_sweep with:
     output:
         f"{SWEEP_RUN}/run.json",
-    params:
-        config=CONFIG,
-        cfg=cell_config,
-        data=lambda wc, input: train_data_flags(wc, input),
-        run=run_dir,
-    conda:
-        ENV
     log:
         "logs/train/sweep/{dataset}/{method}/beta{beta}/seed{seed}.log",
     benchmark:
         "logs/bench/train/sweep/{dataset}/{method}/beta{beta}/seed{seed}.tsv"
-    threads: res("train", "threads")
-    resources:
-        mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
-        gpu=res("train", "gpu"),
-    shell:
-        "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
-        "--seed {wildcards.seed} --set reg.cov_weight={wildcards.beta} {params.data} "
-        "--out {params.run} --drop-stale-checkpoint > {log} 2>&1"

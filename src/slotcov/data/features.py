@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from slotcov.errors import DataError, UserError
 from slotcov.io import replace_dir, resolve_device, write_json
-from slotcov.progress import MONITOR, ProgressLine
+from slotcov.config import DEFAULTS
+from slotcov.progress import ProgressLine
 
 STAGED_WEIGHTS_DIR = "data/raw/weights"  # where `slotcov download --name dino_vitb16` puts the DINO file
 
@@ -152,7 +153,7 @@ def extract_features(model: torch.nn.Module, images_uint8_memmap: np.ndarray, ou
                      batch_size: int = 64, device: str = "auto", chunk: int = 1024,
                      image_ids: np.ndarray | None = None, source: str | None = None,
                      normalize: str = "imagenet", dtype: str = "float32",
-                     progress_every_s: float = MONITOR["progress_every_s"]) -> Path:
+                     progress_every_s: float = DEFAULTS["monitor"]["progress_every_s"]) -> Path:
     """Frozen tokens of uint8 [N,H,W,3] images into a feature store at `out_dir` (resumable by chunk).
 
     An up-to-date complete store is left alone; a partial `out_dir.tmp/` with the same
@@ -297,7 +298,7 @@ def cli_extract_features(argv: list[str]) -> int:
                         help="ViT input: ImageNet mean/std (DINOSAUR) or plain [0,1] (the paper authors)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES,
                         help="stored tokens: float32 (the paper authors') or float16 (half the disk, rounded)")
-    parser.add_argument("--progress-every-s", type=float, default=MONITOR["progress_every_s"],
+    parser.add_argument("--progress-every-s", type=float, default=DEFAULTS["monitor"]["progress_every_s"],
                         help="seconds between progress lines when stderr is not a terminal (a job's log)")
     args = parser.parse_args(argv)
     split = Path(args.images)

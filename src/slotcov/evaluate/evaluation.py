@@ -243,6 +243,20 @@ def scored_run(config: dict, source: str, cell: str, run_dir, seed: int, sets: l
     return record, cfg
 
 
+def set_numbers(sets: list[str]) -> dict[str, float]:
+    """The numbers among `--set KEY.PATH=VALUE` settings, by key path (`{"reg.cov_weight": 0.1}`): a sweep's axis
+    recorded beside the numbers it produced, so readers take it from the file, not from its folder's name."""
+    from slotcov.config import parse_value
+
+    out = {}
+    for item in sets:
+        key, _, value = item.partition("=")
+        number = parse_value(value, f"--set {key}")
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            out[key] = number
+    return out
+
+
 def diverged_result(record: dict) -> dict:
     """The metrics or probe JSON of a run that diverged: no numbers, where it stopped."""
     return {"diverged": 1, "diverged_step": record["step"]}
@@ -321,6 +335,7 @@ def cli_evaluate(argv: list[str]) -> int:
             metrics.update(pipeline=primary, pipelines=results)
         if record is not None:
             metrics["diverged"] = 0
+    metrics.update(set_numbers(args.set))
     out = Path(args.out)
     data_dir, feats = runs[primary]
     prov = provenance(config, args.cell, cfg, Path(args.run) if args.run else None, Path(data_dir),

@@ -27,7 +27,6 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import accuracy_score, r2_score
 from tqdm import tqdm
 
-from slotcov.config import DEFAULTS as CONFIG_DEFAULTS
 from slotcov.errors import UserError
 
 # numeric target columns: colour (3), scale, x, y; then the shape class (0 = background/none)
@@ -37,10 +36,6 @@ OUTPUTS = 10
 TERMS = ("color", "scale", "x", "y", "shape")  # the loss terms, in the last axis of pair_losses
 INVISIBLE_COST = 1e5
 METRIC = {"shape": "shape_acc", "color": "color_r2", "scale": "scale_r2", "x": "x_r2", "y": "y_r2"}
-
-# The authors' settings (branch astange/feature-pred), the defaults of every `probe.*` key: declared
-# in slotcov.config.DEFAULTS, the one defaults table of a config.
-DEFAULTS = CONFIG_DEFAULTS["probe"]
 
 
 def make_probe(slot_dim: int, hidden: int = 256) -> nn.Sequential:
@@ -205,7 +200,7 @@ def score_probe(net, test: dict, term=None) -> dict:
 def probe_all(model, dataset, settings: dict, device="cpu", progress=True) -> dict:
     """Table 2 for one frozen model on the probe scenes of `dataset` (train, then val, then test).
 
-    `settings`: a resolved config's `probe` section (every key of DEFAULTS).
+    `settings`: a resolved config's `probe` section (every key; defaults: slotcov.config.DEFAULTS["probe"]).
     """
     s = settings
     torch.manual_seed(s["seed"])

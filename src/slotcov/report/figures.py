@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from slotcov import paper
+from slotcov.cells import DATASETS
+from slotcov.errors import UserError
 from slotcov.io import atomic_path
 from slotcov.report.results import first_sample, load_logs, load_sweep, log
 
@@ -151,6 +153,8 @@ def _curves_figure(logs: dict[str, pd.DataFrame], title: str):
     """One panel per logged term (all-zero terms left out), one line per run: colour = method, style = seed."""
     import matplotlib.pyplot as plt
 
+    from slotcov.train.losses import TERMS  # imports torch: only where curves are drawn
+
     methods = sorted({name.split("/")[0] for name in logs})
     styles = ["-", "--", ":", "-."]
 
@@ -158,7 +162,7 @@ def _curves_figure(logs: dict[str, pd.DataFrame], title: str):
         method, seed = name.split("/")
         return {"color": f"C{methods.index(method) % 10}", "linestyle": styles[int(seed.removeprefix("seed")) % 4]}
 
-    terms = [t for t in ["loss", "recon", "cov", "var", "cos", "grad_norm", "lr"]
+    terms = [t for t in ["loss", "recon", *TERMS, "grad_norm", "lr"]
              if any(t in d and d[t].abs().sum() > 0 for d in logs.values())]
     cols = min(3, len(terms))
     rows = -(-len(terms) // cols)
@@ -209,61 +213,97 @@ def _sweep_figure(sweep: pd.DataFrame):
 
 # ----------------------------------------------------------------------------- files
 
-def _recon_figures(results_dir: Path, out_dir: Path) -> list[Path]:
-    """Figs 2-4 (first 3 examples) and 6-8 (more examples): per ColoredMDSprites cell."""
-    written = []
+MASKS = {  # mask figure -> the COCO methods of its rows, the images shown
+    "masks_coco": (["sa", "covloss", "cosineloss", "dinosaur"], 4),  # Fig. 5
+    "masks_coco_more": (["sa", "covloss", "cosineloss", "dinosaur"], 8),  # Fig. 9
+    "masks_coco_dinosaur": (list(paper.TABLE3), 6),  # Fig. 10
+}
+
+
+def _recon(results_dir: Path, method: str, n_rows: int):
+    """Figs 2-4 (first 3 examples) and 6-8 (more): a ColoredMDSprites cell's reconstructions, or why not."""
+    sample = first_sample(results_dir, "cmdsprites", method)
+    if sample is None:
+        return None, f"no results/samples/cmdsprites/{method}/seed*.npz of a finished run"
+    title = f"{paper.LABELS.get(method, method)} on ColoredMDSprites (seed {sample['seed']})"
+    cols, panels = _recon_panels(sample, n_rows)
+    return _grid_figure(panels, cols, [""] * len(panels), title), ""
+
+
+def _masks(results_dir: Path, name: str):
+    """Figs 5, 9 and 10: COCO arg-max masks, one row per method, ground truth last; or why not."""
+    methods, n_cols = MASKS[name]
+    samples = {paper.LABELS[m]: s for m in methods if (s := first_sample(results_dir, "coco", m)) is not None}
+    if not samples:
+        return None, f"no results/samples/coco/{{{','.join(methods)}}}/seed*.npz of a finished run"
+    missing = [m for m in methods if paper.LABELS[m] not in samples]
+    if missing:
+        log(f"figure {name}: no samples for {', '.join(missing)}; rows left out")
+    title = "COCO: arg-max slot over the image"
+    panels = _mask_panels(samples, n_cols, title)
+    return _grid_figure(panels, [""] * len(panels[0]), list(samples) + ["Ground truth"], title, 1.5), ""
+
+
+def _curves(results_dir: Path, dataset: str):
+    logs = load_logs(results_dir, dataset)
+    if not logs:
+        return None, f"no results/runs/{dataset}/*/seed*/log.csv with rows"
+    return _curves_figure(logs, f"Training curves, {paper.LABELS.get(dataset, dataset)}"), ""
+
+
+def _sweep(results_dir: Path):
+    sweep = load_sweep(results_dir)
+    if not len(sweep):
+        return None, "no results/sweep/cmdsprites/covloss/beta*/seed*.json"
+    return _sweep_figure(sweep), ""
+
+
+def draw(name: str, results_dir: Path):
+    """(figure, "") for the figure `name` of FIGURES, or (None, why) when its inputs are missing."""
     for method in paper.TABLE1_ROWS:
-        sample = first_sample(results_dir, "cmdsprites", method)
-        for name, n_rows in [(f"recon_cmdsprites_{method}", 3), (f"recon_cmdsprites_{method}_more", 8)]:
-            if sample is None:
-                _drop_stale(out_dir, name, f"no results/samples/cmdsprites/{method}/seed*.npz of a finished run")
-                continue
-            title = f"{paper.LABELS[method]} on ColoredMDSprites (seed {sample['seed']})"
-            cols, panels = _recon_panels(sample, n_rows)
-            written += _save(_grid_figure(panels, cols, [""] * len(panels), title), out_dir, name)
-    return written
+        if name in (f"recon_cmdsprites_{method}", f"recon_cmdsprites_{method}_more"):
+            return _recon(results_dir, method, 8 if name.endswith("_more") else 3)
+    if name in MASKS:
+        return _masks(results_dir, name)
+    if name.removeprefix("curves_") in DATASETS:
+        return _curves(results_dir, name.removeprefix("curves_"))
+    if name == "sweep_beta":
+        return _sweep(results_dir)
+    raise UserError(f"no figure {name}; the figures are {', '.join(stem for stem, _ in FIGURES)}")
 
 
-def _mask_figures(results_dir: Path, out_dir: Path) -> list[Path]:
-    """Figs 5, 9 and 10: COCO arg-max masks, one row per method, ground truth last."""
-    written = []
-    for name, methods, n_cols in [("masks_coco", ["sa", "covloss", "cosineloss", "dinosaur"], 4),
-                                  ("masks_coco_more", ["sa", "covloss", "cosineloss", "dinosaur"], 8),
-                                  ("masks_coco_dinosaur", list(paper.TABLE3), 6)]:
-        samples = {paper.LABELS[m]: s for m in methods if (s := first_sample(results_dir, "coco", m)) is not None}
-        if not samples:
-            _drop_stale(out_dir, name, f"no results/samples/coco/{{{','.join(methods)}}}/seed*.npz of a finished run")
-            continue
-        missing = [m for m in methods if paper.LABELS[m] not in samples]
-        if missing:
-            log(f"figure {name}: no samples for {', '.join(missing)}; rows left out")
-        title = "COCO: arg-max slot over the image"
-        panels = _mask_panels(samples, n_cols, title)
-        fig = _grid_figure(panels, [""] * len(panels[0]), list(samples) + ["Ground truth"], title, 1.5)
-        written += _save(fig, out_dir, name)
-    return written
+def _notice(name: str, why: str):
+    """A figure that says it could not be drawn, and why (a figure the workflow asks for by name)."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(6, 1.6))
+    fig.text(0.5, 0.5, f"{name}: not drawn\n{why}", ha="center", va="center", fontsize=10, wrap=True)
+    return fig
 
 
-def figures(results_dir, out_dir) -> list[Path]:
-    """Write every figure whose inputs exist (PNG + PDF) into `out_dir`; return the paths written."""
+def figures(results_dir, out_dir, only=None) -> list[Path]:
+    """Write the figures (PNG + PDF) into `out_dir`; return the paths written.
+
+    Every figure of FIGURES whose inputs exist; one whose inputs are gone is deleted, not kept stale.
+    `only`: just the figures named, each written either way: a figure without its inputs (a cell whose
+    seeds all diverged, or one the preset does not run) becomes a page saying what is missing.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     matplotlib.rcParams["pdf.fonttype"] = 42  # TrueType in PDFs, not Type 3
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = _recon_figures(results_dir, out_dir) + _mask_figures(results_dir, out_dir)
-    for dataset in ["cmdsprites", "coco"]:
-        logs, name = load_logs(results_dir, dataset), f"curves_{dataset}"
-        if logs:
-            written += _save(_curves_figure(logs, f"Training curves, {paper.LABELS[dataset]}"), out_dir, name)
-        else:
-            _drop_stale(out_dir, name, f"no results/runs/{dataset}/*/seed*/log.csv with rows")
-    sweep = load_sweep(results_dir)
-    if len(sweep):
-        written += _save(_sweep_figure(sweep), out_dir, "sweep_beta")
-    else:
-        _drop_stale(out_dir, "sweep_beta", "no results/sweep/cmdsprites/covloss/beta*/seed*.json")
+    written = []
+    for name in [stem for stem, _ in FIGURES] if only is None else only:
+        fig, why = draw(name, results_dir)
+        if fig is None and only is None:
+            _drop_stale(out_dir, name, why)
+            continue
+        if fig is None:
+            log(f"figure {name}: {why}; written as a notice")
+            fig = _notice(name, why)
+        written += _save(fig, out_dir, name)
     log(f"wrote {len(written)} figure files into {out_dir}")
     return written
 
@@ -273,6 +313,8 @@ def cli_figures(argv: list[str]) -> int:
                                 "evaluation samples, training logs and the bottleneck sweep.")
     p.add_argument("--results", default="results", help="results folder (samples/, runs/, sweep/)")
     p.add_argument("--out", default="reports/figures")
+    p.add_argument("--only", nargs="+", metavar="FIGURE", help="write only these figures, each either way: "
+                   "one without its inputs says what is missing (default: every figure whose inputs exist)")
     args = p.parse_args(argv)
-    figures(args.results, args.out)
+    figures(args.results, args.out, args.only)
     return 0

@@ -24,7 +24,7 @@ from slotcov.errors import UserError
 from slotcov.report.figures import FIGURES
 from slotcov.io import atomic_path, write_text
 from slotcov.report.results import claims_file, load_results, log, provenance_table
-from slotcov.report.tables import default_numbers, tex_escape
+from slotcov.report.tables import TABLES, default_numbers, tex_escape
 
 LATEX_PACKAGES = "texlive-latex-base texlive-latex-recommended"  # as in scripts/install-latex.sh
 INSTALL_HINT = f"install LaTeX: `bash scripts/install-latex.sh` (Debian packages: {LATEX_PACKAGES})"
@@ -147,7 +147,7 @@ def render_report(tables_dir, figures_dir, results_dir, claims_dir=None, numbers
     summary.tex is the first page's scope table and its claims.tex the appendix."""
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
     parts = []
-    for name in ["table1", "table2", "table3"]:
+    for name, _ in TABLES:
         path = tables_dir / f"{name}.tex"
         if not path.exists():
             raise UserError(f"{path} is missing; run `slotcov tables --out {tables_dir}` first")

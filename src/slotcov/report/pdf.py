@@ -3,7 +3,7 @@
 `slotcov report` uses this when pdflatex is not on PATH (or lacks a package the report needs),
 so a machine without TeX still ends the workflow with a PDF. It shows the same content: on the first
 page the scope of reproducibility (DIR/summary.csv with --claims: one line per claim), then the
-tables (from reports/tables/table{1,2,3}.csv, with the captions and notes of their .tex), the
+tables (tables.TABLES, from reports/tables/<name>.csv, with the notes of their .tex), the
 figures (reports/figures/*.png), the provenance table and, as an appendix, every test row of the
 claims ledger (DIR/claims.csv); its first page says that it was built without LaTeX and why.
 """
@@ -22,7 +22,7 @@ from slotcov.errors import UserError
 from slotcov.report.figures import FIGURES
 from slotcov.io import atomic_path
 from slotcov.report.results import PROVENANCE_HEADER, claims_file, log, provenance_table
-from slotcov.report.tables import MARKS, diverged_note
+from slotcov.report.tables import MARKS, TABLES, diverged_note
 
 NO_LATEX = "built without LaTeX ({reason}); install TeX Live (make latex) for the typeset report"
 PAGE = (8.27, 11.69)  # A4 portrait, inches
@@ -158,14 +158,14 @@ def _column(dataset: str, metric: str, with_dataset: bool) -> str:
     return f"{_label(dataset)}: {text}" if with_dataset else text
 
 
-def _paper_table(doc: _Doc, tables_dir: Path, name: str) -> None:
-    """One of Tables 1-3 from its CSV: a row of our values and a row of the paper's per method."""
+def _paper_table(doc: _Doc, tables_dir: Path, number: int, name: str, caption: str) -> None:
+    """Table `number` (of TABLES) from its CSV: a row of our values and a row of the paper's per method; the
+    notes from its .tex."""
     csv, tex = tables_dir / f"{name}.csv", tables_dir / f"{name}.tex"
     if not csv.exists():
         raise UserError(f"{csv} is missing; run `slotcov tables --out {tables_dir}` first")
     s = pd.read_csv(csv, keep_default_na=False, na_values=[""])
     source = tex.read_text() if tex.exists() else ""
-    caption = re.search(r"\\caption\{(.*?)\}\\label", source, re.S)
     notes = re.search(r"\\footnotesize (.*)\}\s*\\end\{table\}", source, re.S)
     groups = list(dict.fromkeys(zip(s["dataset"], s["metric"])))
     one_metric = len({m for _, m in groups}) == 1
@@ -182,7 +182,7 @@ def _paper_table(doc: _Doc, tables_dir: Path, name: str) -> None:
         rows.append(["", "paper"] + ["–" if pd.isna(cells.loc[g, "paper"]) else f"{cells.loc[g, 'paper']:.{d}f}"
                                      for g, d in zip(groups, digits)])
     value_chars = max(14, 70 // max(1, len(groups)))
-    heading = f"Table {name.removeprefix('table')}. " + (detex(caption.group(1)) if caption else name)
+    heading = f"Table {number}. {caption}"
     _table(doc, heading, header, rows, [28, 7] + [value_chars] * len(groups),
            detex(notes.group(1)) if notes else "", font=9)
 
@@ -275,7 +275,7 @@ def build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None, reason
     scope, claims = claims_file(claims_dir, "summary.csv"), claims_file(claims_dir, "claims.csv")
     provenance = provenance_table(results_dir)
     n_figures = len(list(figures_dir.glob("*.png"))) if figures_dir.is_dir() else 0
-    sections = (["Tables 1-3", f"Figures ({n_figures})", f"Provenance ({len(provenance)} result files)"]
+    sections = ([f"Tables ({len(TABLES)})", f"Figures ({n_figures})", f"Provenance ({len(provenance)} result files)"]
                 + (["Appendix: the claims ledger"] if claims else []))
     rc = {"pdf.fonttype": 42, "font.family": "DejaVu Sans"}  # TrueType: the text stays searchable
     with matplotlib.rc_context(rc), atomic_path(out_pdf, suffix=".pdf") as tmp:
@@ -286,8 +286,8 @@ def build(tables_dir, figures_dir, results_dir, out_pdf, claims_dir=None, reason
                 _scope_page(doc, scope, results_dir, note, sections)
             else:
                 _title_page(doc, results_dir, sections, note)
-            for name in ["table1", "table2", "table3"]:
-                _paper_table(doc, tables_dir, name)
+            for number, (name, caption) in enumerate(TABLES, 1):
+                _paper_table(doc, tables_dir, number, name, caption)
             _figures(doc, figures_dir)
             _table(doc, "Provenance", PROVENANCE_HEADER, provenance, [26, 5, 10, 9, 12, 22, 18, 8],
                    notes="One row per result file: where and how each number was produced.", font=7)

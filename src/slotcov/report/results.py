@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from slotcov import paper
+from slotcov.config import SWEEP_KEY
 from slotcov.errors import UserError
 
 KEYS = ["dataset", "method", "seed", "has_prov"]  # columns of load_results even when nothing has run
@@ -72,18 +73,17 @@ def load_results(results_dir, kind: str = "metrics") -> pd.DataFrame:
 
 
 def load_sweep(results_dir) -> pd.DataFrame:
-    """Bottleneck sweep: one row per results/sweep/cmdsprites/covloss/beta{b}/seed{N}.json."""
+    """Bottleneck sweep: one row per results/sweep/cmdsprites/covloss/beta*/seed{N}.json; beta is the file's
+    SWEEP_KEY (slotcov evaluate records each numeric --set), never parsed from the folder's name."""
     rows = []
     for path in sorted(Path(results_dir, "sweep", "cmdsprites", "covloss").glob("beta*/seed*.json")):
         if path.name.endswith(".provenance.json"):
             continue
-        try:
-            beta = float(path.parent.name.removeprefix("beta"))
-        except ValueError:
-            log(f"skipping {path}: folder name is not beta<number>")
-            continue
         data = read_json(path)
-        rows.append({"beta": beta, "seed": seed_of(path), "fg_ari": data.get("fg_ari", np.nan),
+        if SWEEP_KEY not in data:
+            log(f"skipping {path}: no {SWEEP_KEY} (evaluate the sweep run again with this slotcov)")
+            continue
+        rows.append({"beta": data[SWEEP_KEY], "seed": seed_of(path), "fg_ari": data.get("fg_ari", np.nan),
                      "slot_cov": data.get("slot_cov", np.nan)})
     return pd.DataFrame(rows, columns=["beta", "seed", "fg_ari", "slot_cov"])
 

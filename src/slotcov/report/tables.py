@@ -17,9 +17,15 @@ import numpy as np
 import pandas as pd
 
 from slotcov import paper
+from slotcov.errors import UserError
 from slotcov.io import atomic_path, write_text
 from slotcov.report.results import coco_pipelines, load_results, log
 
+TABLES = [  # file stem, caption (the report's order): read by the LaTeX and matplotlib reports and the workflow
+    ("table1", "FG-ARI (%) on ColoredMDSprites and COCO (paper Table 1)."),
+    ("table2", "Property probing on frozen ColoredMDSprites slots (paper Table 2)."),
+    ("table3", "FG-ARI (%) on COCO for DINOSAUR (paper Table 3); block masks is DINOSAUR's reference baseline."),
+]
 # Deviations from the paper's setting, in footnote order: key -> (LaTeX math-mode mark, footnote).
 MARKS = {
     "replica": (r"\dagger", "ran on the ColoredMDSprites replica rendered by slotcov, not DeepMind's dataset."),
@@ -140,7 +146,8 @@ def build(metrics: pd.DataFrame, probe: pd.DataFrame) -> dict[str, pd.DataFrame]
     # paper values stand beside the primary pipeline's rows, not the other pipeline's ("dinosaur.fg_ari")
     cols = {"cmdsprites": ["fg_ari"], "coco": coco_metrics(coco_pipelines(metrics)[1])}
     t1 = pd.concat([summarize(metrics, ds, paper.TABLE1_ROWS, cols[ds],
-                              {(m, c): paper.TABLE1[(ds, m)] for m in paper.TABLE1_ROWS for c in cols[ds] if "." not in c})
+                              {(m, c): paper.TABLE1[(ds, m)] for m in paper.TABLE1_ROWS for c in cols[ds]
+                               if "." not in c and (ds, m) in paper.TABLE1})  # no paper value: "--"
                     for ds in paper.TABLE1_COLS], ignore_index=True)
     t2 = summarize(probe, "cmdsprites", list(paper.TABLE2), paper.TABLE2_COLS,
                    {(m, c): v for m, d in paper.TABLE2.items() for c, v in d.items()})
@@ -200,8 +207,10 @@ def _notes(summary: pd.DataFrame) -> str:
     return "\\par\n".join(lines)
 
 
-def _table_env(caption: str, label: str, colspec: str, body: str, notes: str, colsep: str = "6pt") -> str:
-    return (f"\\begin{{table}}[htbp]\n\\centering\n\\caption{{{caption}}}\\label{{{label}}}\n"
+def _table_env(name: str, colspec: str, body: str, notes: str, colsep: str = "6pt") -> str:
+    """The LaTeX table `name` (its caption from TABLES, label tab:<name>) around a tabular."""
+    caption = tex_escape(dict(TABLES)[name])
+    return (f"\\begin{{table}}[htbp]\n\\centering\n\\caption{{{caption}}}\\label{{tab:{name}}}\n"
             f"\\small\\setlength{{\\tabcolsep}}{{{colsep}}}\n\\begin{{tabular}}{{{colspec}}}\n\\toprule\n{body}\\bottomrule\n\\end{{tabular}}\n"
             f"\\par\\smallskip\\parbox{{0.95\\linewidth}}{{\\footnotesize {notes}}}\n\\end{{table}}\n")
 
@@ -236,9 +245,8 @@ def _table1_tex(s: pd.DataFrame) -> str:
     for method in paper.TABLE1_ROWS:
         row = s[(s["method"] == method) & (s["dataset"] == "cmdsprites")].iloc[0]
         cells = [_cell_tex(row, 2), _paper_tex(row["paper"], 2)] + _coco_cells(s, method)
-        body += paper.LABELS[method] + " & " + " & ".join(cells) + " \\\\\n"
-    return _table_env("FG-ARI (\\%) on ColoredMDSprites and COCO (paper Table 1).", "tab:one",
-                      "lrrrrrr", head + body, coco_note + "\\par\n" + _notes(s), colsep="3pt")
+        body += paper.LABELS.get(method, method) + " & " + " & ".join(cells) + " \\\\\n"
+    return _table_env("table1", "lrrrrrr", head + body, coco_note + "\\par\n" + _notes(s), colsep="3pt")
 
 
 def _table2_tex(s: pd.DataFrame) -> str:
@@ -250,11 +258,10 @@ def _table2_tex(s: pd.DataFrame) -> str:
         ours = [_cell_tex(rows.loc[c], 4, with_n=False, marks=False) for c in paper.TABLE2_COLS]  # marks on the label
         note = diverged_note(rows.iloc[0])
         label = f"ours (n={n}{', ' + note if note else ''})" + _sup(rows["_detail"].iloc[0])
-        body += paper.LABELS[method] + f" & {label} & " + " & ".join(ours) + " \\\\\n"
+        body += paper.LABELS.get(method, method) + f" & {label} & " + " & ".join(ours) + " \\\\\n"
         body += " & paper & " + " & ".join(_paper_tex(rows.loc[c, "paper"], 4) for c in paper.TABLE2_COLS)
         body += " \\\\\n" + ("\\midrule\n" if i < len(paper.TABLE2) - 1 else "")
-    return _table_env("Property probing on frozen ColoredMDSprites slots (paper Table 2).", "tab:two",
-                      "ll" + "c" * len(paper.TABLE2_COLS), head + body, _notes(s), colsep="3pt")
+    return _table_env("table2", "ll" + "c" * len(paper.TABLE2_COLS), head + body, _notes(s), colsep="3pt")
 
 
 def _table3_tex(s: pd.DataFrame) -> str:
@@ -267,12 +274,11 @@ def _table3_tex(s: pd.DataFrame) -> str:
             cells[-1] = f"$\\approx${paper.BLOCKMASKS:.0f} (DINOSAUR's evaluation)"
         if method == "dinosaur1024":
             cells[-1] += " (unstable)"
-        body += f"{paper.LABELS[method]} & " + " & ".join(cells) + " \\\\\n"
-    return _table_env("FG-ARI (\\%) on COCO for DINOSAUR (paper Table 3); block masks is DINOSAUR's "
-                      "reference baseline.", "tab:three", "lrrrr", body, coco_note + "\\par\n" + _notes(s), colsep="4pt")
+        body += f"{paper.LABELS.get(method, method)} & " + " & ".join(cells) + " \\\\\n"
+    return _table_env("table3", "lrrrr", body, coco_note + "\\par\n" + _notes(s), colsep="4pt")
 
 
-TEX = {"table1": _table1_tex, "table2": _table2_tex, "table3": _table3_tex}
+TEX = {"table1": _table1_tex, "table2": _table2_tex, "table3": _table3_tex}  # the LaTeX of each of TABLES
 
 
 # ----------------------------------------------------------------------------- numbers macros
@@ -316,19 +322,29 @@ def numbers_tex(t: dict[str, pd.DataFrame]) -> str:
 
 # ----------------------------------------------------------------------------- files
 
-def tables(results_dir, out_dir, numbers_path=None) -> dict[str, pd.DataFrame]:
-    """Write table{1,2,3}.tex/.csv into `out_dir` and the numbers macros to `numbers_path` (default_numbers)."""
+def tables(results_dir, out_dir, numbers_path=None, only=None) -> dict[str, pd.DataFrame]:
+    """Write each table of TABLES as <name>.tex/.csv into `out_dir` and the numbers macros to `numbers_path`
+    (default_numbers). `only`: the names of the tables to write, and the numbers file only when `numbers_path`
+    is given (the workflow's one job per file)."""
     out_dir = Path(out_dir)
-    numbers_path = Path(numbers_path) if numbers_path else default_numbers(out_dir)
+    names = [name for name, _ in TABLES] if only is None else list(only)
+    unknown = sorted(set(names) - set(TEX))
+    if unknown:
+        raise UserError(f"no table {', '.join(unknown)}; the tables are {', '.join(name for name, _ in TABLES)}")
+    if numbers_path is None and only is None:
+        numbers_path = default_numbers(out_dir)
     metrics, probe = load_results(results_dir, "metrics"), load_results(results_dir, "probe")
     log(f"{len(metrics)} metrics files, {len(probe)} probing files under {results_dir}")
     result = build(metrics, probe)
-    for name, s in result.items():
-        write_text(out_dir / f"{name}.tex", TEX[name](s))
+    for name in names:
+        write_text(out_dir / f"{name}.tex", TEX[name](result[name]))
         with atomic_path(out_dir / f"{name}.csv") as tmp:
-            s.drop(columns="_detail").to_csv(tmp, index=False, float_format="%.6g")
-    write_text(numbers_path, numbers_tex(result))
-    log(f"wrote {out_dir}/table{{1,2,3}}.{{tex,csv}} and {numbers_path}")
+            result[name].drop(columns="_detail").to_csv(tmp, index=False, float_format="%.6g")
+    if names:
+        log(f"wrote {', '.join(names)} (.tex, .csv) into {out_dir}")
+    if numbers_path is not None:
+        write_text(numbers_path, numbers_tex(result))
+        log(f"wrote {numbers_path}")
     return result
 
 
@@ -336,8 +352,11 @@ def cli_tables(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="slotcov tables", description="Tables 1-3 (LaTeX + CSV) and numbers.tex "
                                 "from the metrics and probing files.")
     p.add_argument("--results", default="results", help="results folder (metrics/, probe/, provenance/)")
-    p.add_argument("--out", default="reports/tables", help="folder for table{1,2,3}.tex/.csv")
-    p.add_argument("--numbers", help="\\newcommand file of every number (default: OUT/../numbers.tex)")
+    p.add_argument("--out", default="reports/tables", help="folder for <table>.tex/.csv")
+    p.add_argument("--numbers", help="\\newcommand file of every number (default: OUT/../numbers.tex; "
+                   "with --only: written only when given)")
+    p.add_argument("--only", nargs="*", metavar="TABLE", help="write only these tables "
+                   f"({', '.join(name for name, _ in TABLES)}); none: only --numbers")
     args = p.parse_args(argv)
-    tables(args.results, args.out, args.numbers)
+    tables(args.results, args.out, args.numbers, args.only)
     return 0

@@ -7,7 +7,7 @@ how checkpoints are written and read, and the SIGTERM/SIGUSR1 (exit 75) and SIGI
 Files in the run folder (each .pt and run.json records the run's identity, slotcov.train.identity):
   ckpt.pt    the latest checkpoint of an interrupted run (atomic; the previous one stays until the new
              is complete); deleted when the run finishes, marked never to resume when it diverges
-  log.csv    every `log_every` steps: step,lr,loss,recon,cov,var,cos,grad_norm,sec
+  log.csv    every `log_every` steps: step,lr,loss,recon,<each term of losses.TERMS>,grad_norm,sec
   model.pt   the final weights, written only when all steps are done
   run.json   the run record, written last: {"status": "finished" | "diverged", "run_id", "steps", ...}
   events.out.tfevents.*  the log.csv numbers for TensorBoard (preset `monitor.tensorboard: true`)
@@ -36,14 +36,15 @@ from tqdm import tqdm
 from slotcov.train.models import build_cell
 from slotcov.train.checkpoint import (EXIT_INTERRUPTED, EXIT_PREEMPTED, RECORD, STALE_FLAG, Checkpointer,  # noqa: F401
                                 Preempted, Signals, load_checkpoint, read_record, save_checkpoint)
-from slotcov.config import config_hash
+from slotcov.config import DEFAULTS, config_hash
 from slotcov.errors import UserError
 from slotcov.train.identity import input_records
 from slotcov.io import atomic_path, remove_temps, resolve_device  # noqa: F401  (resolve_device: callers import it from here)
-from slotcov.progress import MONITOR, ProgressLine, monitor_settings
+from slotcov.progress import ProgressLine
+from slotcov.train.losses import TERMS
 from slotcov.train.step import NonFiniteLoss, NonFiniteMonitor, Update
 
-LOG_COLUMNS = ["step", "lr", "loss", "recon", "cov", "var", "cos", "grad_norm", "sec"]
+LOG_COLUMNS = ["step", "lr", "loss", "recon", *TERMS, "grad_norm", "sec"]
 
 
 def lr_at(step: int, t: dict) -> float:
@@ -187,7 +188,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
     non-finite loss or gradient writes the diverged record run.json and raises NonFiniteLoss (also
     when that record is already there). `stop_after` ends the process's work after that many steps
     (as if preempted, without the signal): used by tests. `monitor`: the preset's progress/TensorBoard
-    settings (slotcov.progress.MONITOR); they move no number.
+    settings (a resolved config's `monitor`, defaults: slotcov.config.DEFAULTS); they move no number.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +223,7 @@ def train(cfg: dict, dataset, out_dir: str | Path, device: str = "auto", progres
         torch.backends.cudnn.allow_tf32 = True
         torch.set_float32_matmul_precision("high" if t["tf32_matmul"] else "highest")
     stop = t["steps"] if stop_after is None else min(t["steps"], step + stop_after)
-    with RunLog(out, t, step, {**MONITOR, **(monitor or {})}, progress) as log, Signals().caught() as signals, \
+    with RunLog(out, t, step, {**DEFAULTS["monitor"], **(monitor or {})}, progress) as log, Signals().caught() as signals, \
             Prefetcher(dataset, step, stop, t["batch_size"], t["seed"], dev) as feeder:
         checks = NonFiniteMonitor(dev, log.record, ckpt.path)
         try:
@@ -329,7 +330,7 @@ def cli_train(argv: list[str]) -> int:
     dataset = open_dataset(args.cell.split("/")[0], args.data, args.features)
     try:
         train(cfg, dataset, args.out, args.device, progress=not args.no_progress,
-              monitor=monitor_settings(config), drop_stale=args.drop_stale_checkpoint)
+              monitor=config["monitor"], drop_stale=args.drop_stale_checkpoint)
     except Preempted as err:
         print(f"slotcov train: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED if err.signal == "SIGINT" else EXIT_PREEMPTED

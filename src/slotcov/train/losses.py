@@ -5,6 +5,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# The regulariser's terms, in log order: the name each is logged under (log.csv column, the training
+# curves' panel, the non-finite check) -> the `reg` key of its weight. regulariser_terms returns a
+# subset of these; every other list of terms is derived from this one.
+TERMS = {"cov": "cov_weight", "var": "var_weight", "cos": "cosine_weight"}
+
 
 def covariance_loss(z: torch.Tensor, divide_by: str = "d2") -> torch.Tensor:
     """Sum of squared off-diagonal entries of the unbiased covariance of rows `z` [N, D].
@@ -80,11 +85,20 @@ def term_weights(reg: dict, step: int | None = None) -> dict[str, float]:
     The cosine weight ramps linearly over reg["cosine_warmup"] steps as the authors' trainer
     does (their step count starts at 1): cosine_weight * min(1, (step + 1) / cosine_warmup).
     """
-    cosine = reg["cosine_weight"]
+    weights = {name: reg[key] for name, key in TERMS.items()}
     ramp = reg["cosine_warmup"]
     if ramp and step is not None:
-        cosine *= min(1.0, (step + 1) / ramp)
-    return {"cov": reg["cov_weight"], "var": reg["var_weight"], "cos": cosine}
+        weights["cos"] *= min(1.0, (step + 1) / ramp)
+    return weights
+
+
+def term_names(terms: dict) -> list[str]:
+    """The names of `terms` in TERMS order; ValueError for a name TERMS lacks (it would be neither
+    weighted, logged nor checked for a non-finite value)."""
+    unknown = sorted(set(terms) - set(TERMS))
+    if unknown:
+        raise ValueError(f"regulariser term(s) {unknown} are not in slotcov.train.losses.TERMS ({', '.join(TERMS)})")
+    return [name for name in TERMS if name in terms]
 
 
 def weighted_total(recon: torch.Tensor, terms: dict[str, torch.Tensor], reg: dict,
@@ -92,6 +106,6 @@ def weighted_total(recon: torch.Tensor, terms: dict[str, torch.Tensor], reg: dic
     """recon + the weighted regulariser terms of `reg` at training step `step`."""
     weights = term_weights(reg, step)
     total = recon
-    for name, value in terms.items():
-        total = total + weights[name] * value
+    for name in term_names(terms):
+        total = total + weights[name] * terms[name]
     return total

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slotcov.train.losses import regulariser_terms, weighted_total
+from slotcov.train.losses import regulariser_terms, term_names, weighted_total
 
 
 class NonFiniteLoss(RuntimeError):
@@ -88,7 +88,7 @@ class Update:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
-        names = ["loss", "recon", "grad_norm"] + [k for k in ("cov", "var", "cos") if k in terms]
+        names = ["loss", "recon", "grad_norm"] + term_names(terms)
         stats = torch.stack([loss, recon, grad_norm] + [terms[k] for k in names[3:]]).detach()
         if self.skip_nonfinite and not bool(torch.isfinite(stats).all()):
             detail = ", ".join(f"{k}={v:.6g}" for k, v in zip(names, stats.tolist()))
