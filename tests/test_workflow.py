@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from slotcov.cells import EVAL_ONLY
+from slotcov.paper import TABLE2
 
 pytest.register_assert_rewrite("workflow_repo")
 from workflow_repo import BIN, PRESET, REPO, TARGETS, exponent_preset, job_counts, plan, run, snakemake
@@ -23,7 +24,7 @@ def expected_all(config: dict) -> dict[str, int]:
     seeds, sweep = len(config["seeds"]), config.get("sweep", {})
     n_sweep = len(sweep.get("betas", [])) * len(sweep.get("seeds", config["seeds"]))
     return {"train": len(trained) * seeds, "evaluate": len(trained) * seeds,
-            "probe": sum(c.startswith("cmdsprites/") for c in trained) * seeds,
+            "probe": sum(c.startswith("cmdsprites/") and c.split("/")[1] in TABLE2 for c in trained) * seeds,
             "evaluate_blockmasks": ("coco/blockmasks" in config["cells"]) * seeds,
             "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 3, "prepare_coco": 3,
             "extract_features": 3, "tables": 1, "figures": 1, "report": 1, "claims": 1, "all": 1}

@@ -9,6 +9,7 @@ import numpy as np
 from slotcov.cells import EVAL_ONLY, PAPER_CELLS
 from slotcov.config import block_mask_slots, resolve_cell
 from slotcov.io import write_json
+from slotcov.paper import TABLE2
 from slotcov.train.plan import minutes, train_runtime
 
 # Jobs call `slotcov` by name: put the interpreter running Snakemake (venv or conda env)
@@ -108,9 +109,9 @@ def cell_targets() -> list[str]:
 
 
 def probe_targets() -> list[str]:
-    """Probing JSON of every configured ColoredMDSprites cell and seed (Table 2)."""
+    """Probing JSON of every configured ColoredMDSprites cell of Table 2 and seed (the ablations are not probed)."""
     return [f"results/probe/{cell}/seed{seed}.json" for cell in config["cells"]
-            if cell.startswith("cmdsprites/") for seed in config["seeds"]]
+            if cell.startswith("cmdsprites/") and cell.split("/")[1] in TABLE2 for seed in config["seeds"]]
 
 
 def sweep_targets() -> list[str]:
