@@ -12,7 +12,7 @@ pytest_plugins = ["workflow_repo"]
 
 FIGURES = ["recon_cmdsprites_sa", "recon_cmdsprites_covloss", "recon_cmdsprites_cosineloss",
            "recon_cmdsprites_sa_more", "masks_coco", "masks_coco_more", "masks_coco_dinosaur",
-           "curves_cmdsprites", "curves_coco", "sweep_beta"]
+           "curves_cmdsprites", "curves_coco", "sweep_beta", "stripe_scores"]
 
 
 @pytest.mark.slow

@@ -110,8 +110,9 @@ def cell_targets() -> list[str]:
 
 def probe_targets() -> list[str]:
     """Probing JSON of every configured ColoredMDSprites cell of Table 2 and seed (the ablations are not probed)."""
-    return [f"results/probe/{cell}/seed{seed}.json" for cell in config["cells"]
-            if cell.startswith("cmdsprites/") and cell.split("/")[1] in TABLE2 for seed in config["seeds"]]
+    probed = [f"cmdsprites/{method}" for method in TABLE2]
+    return [f"results/probe/{cell}/seed{seed}.json" for cell in config["cells"] if cell in probed
+            for seed in config["seeds"]]
 
 
 def sweep_targets() -> list[str]:

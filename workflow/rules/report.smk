@@ -49,6 +49,7 @@ rule tables:
 
 rule figures:
     input:
+        metrics=cell_targets(),  # the stripe score of every cell
         samples=sample_targets(),
         runs=run_records(),
         sweep=sweep_targets(),
