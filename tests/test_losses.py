@@ -199,7 +199,7 @@ def test_weighted_total_uses_each_terms_own_weight():
 
 def test_the_ablation_cells_regularisers():
     """covloss_var: COVLOSS plus the variance term (weight 1, gamma 1, eps 1e-4) on the same projections;
-    cosineloss_proj: the cosine loss on the projection head's outputs, not on the raw slots, gradients reaching the head."""
+    cosineloss_proj: the cosine loss on the projection head's outputs, not on raw slots; gradients reach the head."""
     from slotcov.train.losses import weighted_total
     slots = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     recon = torch.tensor(0.125, dtype=torch.float64)

@@ -103,7 +103,7 @@ def _np_elongation(mask: np.ndarray) -> float:
 
 
 def _rotated_bar(size: int, length: float, width: float, degrees: float) -> np.ndarray:
-    """Pixels whose centres lie in a length x width bar through the image centre, its long axis `degrees` from vertical."""
+    """Pixels whose centres lie in a length x width bar through the image centre, long axis `degrees` from vertical."""
     t = np.deg2rad(degrees)
     y, x = np.mgrid[:size, :size] - (size - 1) / 2
     along, across = y * np.cos(t) + x * np.sin(t), -y * np.sin(t) + x * np.cos(t)

@@ -101,7 +101,7 @@ def _recon_panels(sample: dict, n_rows: int) -> tuple[list[str], list[list[np.nd
     return cols, rows
 
 
-def _mask_panels(samples: dict[str, dict], n_cols: int, title: str) -> tuple[list[list[np.ndarray]], list[list[str]]]:
+def _mask_panels(samples: dict[str, dict], n_cols: int, title: str) -> tuple[list[list], list[list[str]]]:
     """Rows: each method's arg-max mask over the image, then the ground truth, on the same images; and the
     stripe score of each method panel's mask (metrics.stripe_score; "" for the ground truth)."""
     ref = next(iter(samples.values()))
@@ -201,12 +201,13 @@ def _stripe_figure(metrics: pd.DataFrame):
 
     order = list(paper.LABELS)
     datasets = [d for d in ("cmdsprites", "coco") if d in set(metrics["dataset"])]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(6.5, 4.6 * len(datasets)), 3.4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         d = metrics[metrics["dataset"] == dataset]
         methods = sorted(set(d["method"]), key=lambda m: (order.index(m) if m in order else len(order), m))
         for i, method in enumerate(methods):
-            values, colour = d.loc[d["method"] == method, "stripe"], f"C{(order.index(method) if method in order else 0) % 10}"
+            values = d.loc[d["method"] == method, "stripe"]
+            colour = f"C{(order.index(method) if method in order else 0) % 10}"  # a method's colour in every panel
             ax.bar(i, values.mean(), color=colour, alpha=0.35, width=0.7)
             ax.plot(np.full(len(values), i), values, "o", color=colour, markersize=3)
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
