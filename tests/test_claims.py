@@ -225,6 +225,25 @@ def test_rate_claim_reads_the_diverged_seeds(tmp_path):
     assert c16["verdict"] == "not reproduced" and c16["effect"] == 0.0
 
 
+def test_the_ablation_and_stripe_claims_both_ways_by_the_cli(tmp_path):
+    """`slotcov claims` on the ablation cells and stripe scores: a variance term that helps by 3 points refutes C15,
+    12 of 12 seeds diverging reproduce C16, stripes twice Slot Attention's reproduce C20, and COVLOSS masks as
+    striped as Slot Attention's refute C24."""
+    results, out = tmp_path / "results", tmp_path / "claims"
+    fg(results, "cmdsprites/covloss", spread(87.0, 0.3))
+    fg(results, "cmdsprites/covloss_var", spread(90.0, 0.3))
+    write_seeds(results, "metrics", "cmdsprites/cosineloss_proj", [{"diverged": 1, "diverged_step": 40}] * 12)
+    for cell, stripe in [("coco/sa", 3.0), ("coco/covloss", 3.0), ("coco/cosineloss", 6.0)]:
+        write_seeds(results, "metrics", cell, [{"fg_ari": 30.0, "stripe": v, "diverged": 0}
+                                               for v in spread(stripe, 0.02 * stripe)])
+    assert main(["claims", "--results", str(results), "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv").set_index("id")
+    assert summary.loc[["C15", "C16", "C20", "C24"], "verdict"].tolist() == [
+        "not reproduced", "reproduced", "reproduced", "not reproduced"]
+    assert summary.loc["C20", "effect"] == pytest.approx(math.log10(2.0), abs=1e-3)
+    assert summary.loc["C16", "failure_rate"] == 1.0 and summary.loc["C15", "effect"] == pytest.approx(3.0)
+
+
 def test_fewer_than_three_seeds_or_zero_spread_give_no_verdict(tmp_path):
     fg(tmp_path, "cmdsprites/sa", [95.0, 96.0])  # far apart, but 2 seeds
     fg(tmp_path, "cmdsprites/cosineloss", spread(50.0, 1.0))

@@ -8,7 +8,7 @@ import torch
 
 from slotcov.data import InMemory
 from slotcov.evaluate.evaluation import evaluate_blockmasks, evaluate_model, masks_to_ids
-from slotcov.evaluate.metrics import fg_ari
+from slotcov.evaluate.metrics import block_masks, fg_ari, stripe_score
 from slotcov.train.loop import load_trained, train
 from tiny_run import blobs, tiny_cell
 
@@ -24,7 +24,8 @@ def test_evaluate_trained_run(tmp_path):
     train(tiny_cell("cmdsprites/sa", steps=4), ds, tmp_path, progress=False)
     model, _, cfg = load_trained(tmp_path)
     metrics, samples = evaluate_model(model, ds, batch_size=8, n_samples=3, progress=False)
-    assert set(metrics) == {"fg_ari", "fg_ari_n", "fg_ari_skipped", "mbo", "mse", "slot_cov"}
+    assert set(metrics) == {"fg_ari", "fg_ari_n", "fg_ari_skipped", "mbo", "stripe", "mse", "slot_cov"}
+    assert metrics["stripe"] >= 1.0
     assert metrics["fg_ari_n"] + metrics["fg_ari_skipped"] == 20
     assert samples["image"].shape == (3, 16, 16, 3) and samples["recon"].shape == (3, 16, 16, 3)
     assert samples["masks"].shape == (3, cfg["model"]["num_slots"], 16, 16)
@@ -44,6 +45,8 @@ def test_blockmasks_baseline():
     assert m["fg_ari"] == 100.0 and m["fg_ari_n"] == 4
     m7 = evaluate_blockmasks(InMemory(true_ids=ids, image=torch.zeros(4, 3, 16, 16)), num_blocks=7)
     assert m7["fg_ari"] < 100 and m7["fg_ari_n"] == 4
+    assert m["stripe"] == pytest.approx(2.0, abs=1e-12)  # two 8 x 16 halves
+    assert m7["stripe"] == pytest.approx(stripe_score(block_masks(16, 16, 7)[None]).item(), abs=1e-12)
 
 
 def test_token_masks_are_upsampled_to_the_target():
@@ -81,7 +84,8 @@ class _FakeModel(torch.nn.Module):
 
 
 def test_evaluation_of_soft_low_resolution_masks_against_numpy_references():
-    """8x8 soft masks scored at 16x16: bilinear upsample + arg-max, FG-ARI (sklearn), mBO, MSE, slot covariance."""
+    """8x8 soft masks scored at 16x16: bilinear upsample + arg-max, FG-ARI (sklearn), mBO, MSE, slot covariance, and
+    the stripe score of the same arg-max masks."""
     from sklearn.metrics import adjusted_rand_score
 
     g = np.random.default_rng(3)
@@ -121,6 +125,7 @@ def test_evaluation_of_soft_low_resolution_masks_against_numpy_references():
     assert metrics["fg_ari"] == pytest.approx(100 * np.mean(aris), abs=1e-9)
     assert metrics["mbo"] == pytest.approx(100 * np.mean(bos), abs=1e-9)
     assert metrics["mse"] == pytest.approx(float(np.mean((recon.astype(np.float64) - images) ** 2)), rel=1e-6)
+    assert metrics["stripe"] == pytest.approx(stripe_score(torch.from_numpy(pred)).mean().item(), rel=1e-12)
     cov = np.cov(slots.reshape(n * k, d).astype(np.float64), rowvar=False)
     assert metrics["slot_cov"] == pytest.approx(float((cov ** 2).sum() - (np.diag(cov) ** 2).sum()) / d ** 2,
                                                 rel=1e-6)

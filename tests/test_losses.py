@@ -197,6 +197,34 @@ def test_weighted_total_uses_each_terms_own_weight():
         0.125 + 1.0 * _np_cov(z, 25), rel=1e-5)
 
 
+def test_the_ablation_cells_regularisers():
+    """covloss_var: COVLOSS plus the variance term (weight 1, gamma 1, eps 1e-4) on the same projections;
+    cosineloss_proj: the cosine loss on the projection head's outputs, not on raw slots; gradients reach the head."""
+    from slotcov.train.losses import weighted_total
+    slots = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    recon = torch.tensor(0.125, dtype=torch.float64)
+    var = {**PAPER_CELLS["cmdsprites/covloss_var"]["reg"], "projection": [12, 5]}
+    assert {k: var[k] for k in ("method", "cov_weight", "var_weight", "gamma", "eps", "cov_divide_by")} == {
+        "method": "covloss", "cov_weight": 1.0, "var_weight": 1.0, "gamma": 1.0, "eps": 1e-4, "cov_divide_by": "d2"}
+    head = _real_head(dims=(12, 5))
+    z = _np_head(_np_params(head), slots.reshape(20, 6).numpy())
+    terms = regulariser_terms(slots, head, var)
+    assert set(terms) == {"cov", "var"}
+    assert weighted_total(recon, terms, var).item() == pytest.approx(0.125 + _np_cov(z, 25) + _np_var(z, 1.0), rel=1e-5)
+
+    proj = {**PAPER_CELLS["cmdsprites/cosineloss_proj"]["reg"], "projection": [12, 5]}
+    assert PAPER_CELLS["cmdsprites/cosineloss_proj"]["reg"]["projection"] == [1024, 1024, 1024]
+    assert {k: proj[k] for k in ("method", "cosine_weight", "cosine_margin", "cosine_warmup")} == {
+        "method": "cosineloss", "cosine_weight": 0.01, "cosine_margin": 0.2, "cosine_warmup": 0}
+    projected = _np_head(_np_params(head), slots.numpy())  # [4, 5, 5]: per image, its slots' projections
+    terms = regulariser_terms(slots, head, proj)
+    assert set(terms) == {"cos"}
+    assert terms["cos"].item() == pytest.approx(_np_cos(projected), rel=1e-6)
+    assert terms["cos"].item() != pytest.approx(_np_cos(slots.numpy()), rel=1e-3)  # not the raw slots' loss
+    weighted_total(recon, terms, proj).backward()
+    assert head.net[0].weight.grad is not None and head.net[0].weight.grad.abs().sum() > 0
+
+
 def test_cosine_warmup_ramps_the_cosine_weight_linearly():
     """reg.cosine_warmup: weight * min(1, (step + 1) / warmup), steps counted from 0; 0 = no ramp (the paper)."""
     from slotcov.train.losses import term_weights, weighted_total
@@ -215,6 +243,8 @@ def test_cosine_warmup_ramps_the_cosine_weight_linearly():
      {"cov": 0.3, "var": 0.7}),
     ("cmdsprites/cosineloss", {}, {"cos": 0.01}),
     ("cmdsprites/cosineloss", {"cosine_warmup": 4}, {"cos": 0.01}),
+    ("cmdsprites/covloss_var", {"projection": [24, 16]}, {"cov": 1.0, "var": 1.0}),
+    ("cmdsprites/cosineloss_proj", {"projection": [24, 16]}, {"cos": 0.01}),
 ])
 def test_training_loss_is_recon_plus_each_term_times_its_weight(tmp_path, cell, reg, weights):
     """The loss the trainer optimises (its log.csv) equals recon + sum of weight * term, every step."""

@@ -1,4 +1,4 @@
-"""FG-ARI against sklearn on random and edge-case images; mBO; block masks."""
+"""FG-ARI against sklearn on random and edge-case images; mBO; the stripe score; block masks."""
 import math
 
 import numpy as np
@@ -7,7 +7,8 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from slotcov.evaluate.metrics import (authors_ari_float32, block_masks, fg_ari, fg_ari_authors, fg_ari_authors_batched,
-                             fg_ari_authors_parts, float32_branch_changes, mbo, metric_difference, summarize)
+                             fg_ari_authors_parts, float32_branch_changes, mbo, metric_difference, slot_elongation,
+                             stripe_score, summarize)
 
 
 def _sklearn_fg_ari(true, pred):
@@ -89,6 +90,80 @@ def test_block_masks():
     counts = torch.bincount(ids.flatten())
     assert counts.max() / counts.min() < 1.5
     assert torch.equal(block_masks(4, 4, 4), torch.tensor([[0, 0, 1, 1]] * 2 + [[2, 2, 3, 3]] * 2))
+
+
+# ---------------------------------------------------------------- the stripe score
+
+def _np_elongation(mask: np.ndarray) -> float:
+    """sqrt of the eigenvalue ratio of the pixel-coordinate covariance of one boolean mask (unit-square pixels)."""
+    coords = np.argwhere(mask).astype(np.float64)  # rows (y, x)
+    cov = np.cov(coords, rowvar=False, bias=True) if len(coords) > 1 else np.zeros((2, 2))
+    low, high = np.linalg.eigvalsh(cov + np.eye(2) / 12)
+    return float(np.sqrt(high / low))
+
+
+def _rotated_bar(size: int, length: float, width: float, degrees: float) -> np.ndarray:
+    """Pixels whose centres lie in a length x width bar through the image centre, long axis `degrees` from vertical."""
+    t = np.deg2rad(degrees)
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    along, across = y * np.cos(t) + x * np.sin(t), -y * np.sin(t) + x * np.cos(t)
+    return (np.abs(along) < length / 2) & (np.abs(across) < width / 2)
+
+
+def test_stripe_score_of_rectangles_is_their_aspect_ratio():
+    """Hand values: a w x h pixel rectangle has second moments w^2/12 and h^2/12, so its elongation is h / w."""
+    stripes = (torch.arange(64) // 16).expand(64, 64)  # four vertical stripes 16 wide spanning the image: 64/16
+    eight = (torch.arange(64) // 8).expand(64, 64)  # eight 8 wide: 64/8
+    quarters = (torch.arange(64) // 32).expand(64, 64) + 2 * (torch.arange(64) // 32)[:, None]  # 2x2 squares
+    got = stripe_score(torch.stack([stripes, eight, stripes.T, quarters]))
+    assert got.tolist() == pytest.approx([4.0, 8.0, 4.0, 1.0], abs=1e-12)  # horizontal stripes as vertical ones
+    domino = torch.tensor([[[0, 0]]])  # two pixels side by side: 2 x 1
+    assert stripe_score(domino).item() == pytest.approx(2.0, abs=1e-12)
+    # DINOSAUR's 7 block masks at 128x128: rows 55, 36, 37 high; widths 42, 43, 43 / 64, 64 / 64, 64.
+    # Area-weighted, each block's area x elongation is its longer side squared: (3 * 55^2 + 4 * 64^2) / 128^2.
+    assert stripe_score(block_masks(128, 128, 7)[None]).item() == pytest.approx((3 * 55 ** 2 + 4 * 64 ** 2) / 128 ** 2,
+                                                                                 abs=1e-12)
+
+
+def test_stripe_score_of_an_l_shape_and_empty_slots_by_hand():
+    """An L of three pixels: variances 2/9 + 1/12 = 11/36 on each axis, covariance -1/9 = -4/36: eigenvalues
+    15/36 and 7/36, elongation sqrt(15/7); the fourth pixel alone is 1; slots 1 and 2 are empty and count nothing."""
+    ids = torch.tensor([[[0, 0], [0, 3]]])
+    area, elongation = slot_elongation(ids)
+    assert area.tolist() == [[3, 0, 0, 1]]
+    assert elongation[0, [0, 3]].tolist() == pytest.approx([math.sqrt(15 / 7), 1.0], abs=1e-12)
+    assert stripe_score(ids).item() == pytest.approx((3 * math.sqrt(15 / 7) + 1) / 4, abs=1e-12)
+
+
+def test_stripe_score_matches_numpy_per_slot_on_random_masks():
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 6, size=(5, 20, 24))
+    ids[:, :10] = 2 * (np.arange(24) // 6)  # top half: vertical stripes of even ids; odd ids only below
+    ids[1][ids[1] == 3] = 4  # image 1 has no slot 3
+    area, elongation = slot_elongation(torch.from_numpy(ids))
+    for i in range(len(ids)):
+        for k in range(6):
+            mask = ids[i] == k
+            assert area[i, k] == mask.sum()
+            assert elongation[i, k].item() == pytest.approx(_np_elongation(mask) if mask.any() else 1.0, rel=1e-10)
+    expected = [sum((ids[i] == k).sum() * _np_elongation(ids[i] == k) for k in np.unique(ids[i])) / ids[i].size
+                for i in range(len(ids))]
+    assert stripe_score(torch.from_numpy(ids)).numpy() == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("degrees", [0, 20, 45, 70, 90, 135])
+def test_a_rotated_stripe_is_as_elongated_as_an_upright_one_and_a_blob_is_near_1(degrees):
+    """A 144 x 24 bar (elongation 6) at any angle: exactly 6 upright, within 3% rotated (rasterising the 45 degree
+    bar's edges moves it most, by 2.5%). A disc of radius 40: 1 within 1%."""
+    bar = _rotated_bar(192, 144, 24, degrees)
+    ids = torch.from_numpy(bar.astype(np.int64))[None]  # slot 1 the bar, slot 0 the rest
+    assert slot_elongation(ids)[1][0, 1].item() == pytest.approx(6.0, rel=0.03 if degrees % 90 else 1e-12)
+    disc = torch.from_numpy((np.hypot(*(np.mgrid[:192, :192] - 95.5)) < 40).astype(np.int64))[None]
+    assert slot_elongation(disc)[1][0, 1].item() == pytest.approx(1.0, abs=0.01)
+    # a whole image of blobs (a 4 x 4 grid of squares) scores 1; of vertical stripes spanning it, far more
+    grid = (torch.arange(96) // 24).expand(96, 96) + 4 * (torch.arange(96) // 24)[:, None]
+    assert stripe_score(grid[None]).item() == pytest.approx(1.0, abs=1e-12)
+    assert stripe_score((torch.arange(96) // 24).expand(96, 96)[None]).item() == pytest.approx(4.0, abs=1e-12)
 
 
 # ---------------------------------------------------------------- the paper authors' FG-ARI

@@ -11,6 +11,8 @@ AUTHORS_COUNTS = {  # trainable parameters (model, projection head) of the autho
     "cmdsprites/sa": (685_380, 0),
     "cmdsprites/covloss": (685_380, 2_169_856),
     "cmdsprites/cosineloss": (685_380, 0),
+    "cmdsprites/covloss_var": (685_380, 2_169_856),  # the ablations: COVLOSS's head (with --proj-layernorm)
+    "cmdsprites/cosineloss_proj": (685_380, 2_169_856),
     "coco/sa": (263_876, 0),
     "coco/covloss": (263_876, 2_169_856),
     "coco/cosineloss": (550_404, 0),

@@ -26,7 +26,8 @@ def test_cli_prints_seeds_and_gpu_hours_for_the_paper_preset(capsys, monkeypatch
         assert re.search(rf"^{cid} +\S+ .* (>?\d+) +\d\.\d\d ", out, re.M), cid
     assert "cmdsprites/sa" in out and "(prior)" in out and "binomial" in out
     assert re.search(r"^coco/dinosaur +\d+ +\d+ +\d+-\d+ est ", out, re.M)  # hours from the plan's estimate
-    assert re.search(r"^cmdsprites/covloss_var +\d+ +- +not in the plan", out, re.M)
+    for ablation in ("covloss_var", "cosineloss_proj"):  # in the preset and its plan: hours, measured
+        assert re.search(rf"^cmdsprites/{ablation} +\d+ +\d+ +(C15|C16)$", out, re.M), ablation
     assert re.search(r"^total: \d+ GPU-hours \(range \d+-\d+\)", out, re.M)
     assert "the preset's 10 seeds leave" in out
 

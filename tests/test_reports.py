@@ -52,9 +52,12 @@ def coco(fg_ari, other, authors, frac=0.25, diff=3.0, n=5000):
 def make_results(results, rng=np.random.default_rng(0)):
     """A full set of result files: metrics, probing, samples, logs and the sweep."""
     for seed, ari in enumerate([90.0, 92.0, 91.0]):
-        write_cell(results, "metrics", "cmdsprites", "sa", seed, {"fg_ari": ari, "fg_ari_n": 320, "mbo": 50.0})
+        write_cell(results, "metrics", "cmdsprites", "sa", seed, {"fg_ari": ari, "fg_ari_n": 320, "mbo": 50.0,
+                                                                   "stripe": 1.2 + 0.1 * seed})
     write_cell(results, "metrics", "cmdsprites", "covloss", 0, {"fg_ari": 87.5, "fg_ari_n": 320},
                dataset_kind="replica")
+    write_cell(results, "metrics", "cmdsprites", "covloss_var", 0, {"fg_ari": 86.0, "fg_ari_n": 320, "stripe": 1.6})
+    write_cell(results, "metrics", "cmdsprites", "cosineloss_proj", 0, {"diverged": 1, "diverged_step": 7})
     write_cell(results, "metrics", "coco", "covloss", 0, coco(25.0, 21.0, 31.0),
                dataset_kind="synthetic-coco", encoder_weights="random",
                pipeline=None, train_pipeline=None, protocol="dinosaur")  # an earlier slotcov's provenance file
@@ -280,6 +283,7 @@ def test_figures_from_samples_and_logs(built, tmp_path):
         assert (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
     assert "recon_cmdsprites_cosineloss.png" not in names  # no samples for that cell
+    assert {"stripe_scores.png", "stripe_scores.pdf"} <= names
     assert not (out / "curves_coco.png").exists()  # inputs gone: stale figure removed
     assert "skipping figure recon_cmdsprites_cosineloss" in built["log"]
     assert "skipping figure curves_coco" in built["log"]
@@ -301,6 +305,23 @@ def test_a_figure_asked_for_by_name_is_written_either_way(built, tmp_path, capsy
         figures.figures(built["results"], out, only=["masks_cocoa"])
 
 
+def test_stripe_figure_shows_each_cells_seeds_and_mean(tmp_path):
+    """One panel per dataset, one bar (the mean) and one dot per finished seed per cell; cells without a stripe
+    score (no key, or diverged) are left out."""
+    import matplotlib.pyplot as plt
+
+    make_results(tmp_path)
+    metrics = figures.load_results(tmp_path)
+    fig = figures._stripe_figure(metrics[metrics["stripe"].notna()])
+    (ax,) = fig.axes  # the COCO files of make_results hold no stripe score
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["Slot Attention", "CovLoss + variance term"]
+    assert [b.get_height() for b in ax.patches] == pytest.approx([1.3, 1.6])
+    dots = [line.get_ydata() for line in ax.lines if line.get_marker() == "o"]
+    assert [sorted(d) for d in dots] == [pytest.approx([1.2, 1.3, 1.4]), pytest.approx([1.6])]
+    plt.close(fig)
+
+
 def test_recon_and_mask_panels():
     img = np.zeros((1, 4, 4, 3))
     recon = np.full((1, 4, 4, 3), 0.5)
@@ -312,8 +333,9 @@ def test_recon_and_mask_panels():
     cols, rows = figures._recon_panels({"image": img, "masks": masks}, 3)  # DINOSAUR: no reconstruction
     assert cols == ["Input", "Slot 1", "Slot 2"] and np.allclose(rows[0][1][:2], 0.0)
     true_ids = np.array([[[0, 0], [1, 2]]])  # half resolution, upsampled for display
-    rows = figures._mask_panels({"a": {"image": img + 0.5, "masks": masks, "true_ids": true_ids}}, 4, "t")
+    rows, notes = figures._mask_panels({"a": {"image": img + 0.5, "masks": masks, "true_ids": true_ids}}, 4, "t")
     assert len(rows) == 2 and len(rows[0]) == 1
+    assert notes == [["2.00"], [""]]  # two 2 x 4 bands: the stripe score of each method panel, none on the truth
     assert not np.allclose(rows[0][0][0, 0], rows[0][0][3, 0])  # two slots, two colours
     assert np.allclose(rows[1][0][:2], 0.3)  # ignored ground-truth pixels: image dimmed, not coloured
     assert not np.allclose(rows[1][0][2:, :2], rows[1][0][2:, 2:])

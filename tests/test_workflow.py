@@ -11,6 +11,7 @@ import yaml
 
 from slotcov import config as C
 from slotcov.cells import EVAL_ONLY
+from slotcov.paper import TABLE2
 from slotcov.report.figures import FIGURES
 from slotcov.report.tables import TABLES
 
@@ -26,7 +27,7 @@ def expected_all(config: dict) -> dict[str, int]:
     seeds, sweep = len(config["seeds"]), config.get("sweep", {})
     n_sweep = len(sweep.get("betas", [])) * len(sweep.get("seeds", config["seeds"]))
     return {"train": len(trained) * seeds, "evaluate": len(trained) * seeds,
-            "probe": sum(c.startswith("cmdsprites/") for c in trained) * seeds,
+            "probe": sum(c.startswith("cmdsprites/") and c.split("/")[1] in TABLE2 for c in trained) * seeds,
             "evaluate_blockmasks": ("coco/blockmasks" in config["cells"]) * seeds,
             "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 3, "prepare_coco": 3,
             "extract_features": 3, "table": len(TABLES), "numbers": 1, "figure": len(FIGURES), "report": 1,

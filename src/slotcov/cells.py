@@ -27,6 +27,11 @@ NO_REG = dict(REG)
 COVLOSS = {**REG, "method": "covloss", "projection": [1024, 1024, 1024], "cov_weight": 1.0,
            "var_weight": 0.0, "gamma": 0.0, "cov_divide_by": "d2"}
 COSINE = {**REG, "method": "cosineloss", "projection": None, "cosine_weight": 0.01, "cosine_margin": 0.2}
+# The two ablations of Sec. 3 (no table; the claims ledger's C15 and C16), as the authors' commands would run
+# them (docs/fidelity.md): COVLOSS with the variance term left on at train.py's defaults (--var_weight 1,
+# --std_target 1.0, eps 1e-4), and COSINELOSS without --identity-proj, i.e. on the COVLOSS projection head.
+COVLOSS_VAR = {**COVLOSS, "var_weight": 1.0, "gamma": 1.0}
+COSINE_PROJ = {**COSINE, "projection": [1024, 1024, 1024]}
 VICREG_SLOTS = {**REG, "method": "vicreg", "projection": None, "cov_weight": 1.0, "var_weight": 1.0,
                 "gamma": 1.0, "cov_divide_by": "d"}
 
@@ -62,6 +67,8 @@ PAPER_CELLS: dict[str, dict] = {
     "cmdsprites/sa": _cell(SA_CNN, NO_REG),
     "cmdsprites/covloss": _cell(SA_CNN, COVLOSS),
     "cmdsprites/cosineloss": _cell(SA_CNN, COSINE),
+    "cmdsprites/covloss_var": _cell(SA_CNN, COVLOSS_VAR),
+    "cmdsprites/cosineloss_proj": _cell(SA_CNN, COSINE_PROJ),
     "coco/sa": _cell(SA_VIT, NO_REG, grad_clip=1.0),
     "coco/covloss": _cell(SA_VIT, COVLOSS, grad_clip=1.0),
     "coco/cosineloss": _cell({**SA_VIT, "slot_dim": 128, "mlp_hidden": 512}, COSINE, grad_clip=1.0),

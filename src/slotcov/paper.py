@@ -54,6 +54,8 @@ LABELS = {
     "sa": "Slot Attention",
     "covloss": "CovLoss",
     "cosineloss": "CosineLoss",
+    "covloss_var": "CovLoss + variance term",
+    "cosineloss_proj": "CosineLoss on the projection",
     "dinosaur": "DINOSAUR",
     "dinosaur_covloss": "DINOSAUR + CovLoss",
     "dinosaur1024": "DINOSAUR + slot dim 1024",

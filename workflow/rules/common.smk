@@ -11,6 +11,7 @@ import numpy as np
 from slotcov.cells import CELLS, DATASETS, EVAL_ONLY, PAPER_CELLS
 from slotcov.config import SWEEP_KEY, block_mask_slots, deep_merge, parse_set, resolve_cell
 from slotcov.io import write_json
+from slotcov.paper import TABLE2
 from slotcov.report.figures import FIGURES
 from slotcov.report.tables import TABLES
 from slotcov.train.plan import minutes, train_runtime
@@ -121,9 +122,10 @@ def cell_targets() -> list[str]:
 
 
 def probe_targets() -> list[str]:
-    """Probing JSON of every configured ColoredMDSprites cell and seed (Table 2)."""
-    return [f"results/probe/{cell}/seed{seed}.json" for cell in config["cells"]
-            if cell.startswith("cmdsprites/") for seed in config["seeds"]]
+    """Probing JSON of every configured ColoredMDSprites cell of Table 2 and seed (the ablations are not probed)."""
+    probed = [f"cmdsprites/{method}" for method in TABLE2]
+    return [f"results/probe/{cell}/seed{seed}.json" for cell in config["cells"] if cell in probed
+            for seed in config["seeds"]]
 
 
 def sweep_targets() -> list[str]:

@@ -75,6 +75,7 @@ rule numbers:
 
 rule figure:
     input:
+        metrics=cell_targets(),  # the stripe score of every cell
         samples=sample_targets(),
         runs=run_records(),
         sweep=sweep_targets(),

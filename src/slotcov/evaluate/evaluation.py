@@ -15,7 +15,8 @@ numbers at the top level, `"pipeline": <primary>`, and `"pipelines": {name: numb
 numbers also carry `fg_ari_authors`, the paper authors' batch FG-ARI over consecutive batches
 of AUTHORS_BATCH images in file order, and how far it moves each image's score. `slot_cov` is the covariance loss
 (squared off-diagonal covariance / D^2) of the raw slots of every evaluation image: how
-much the slot dimensions co-vary, the quantity the bottleneck sweep plots against beta.
+much the slot dimensions co-vary, the quantity the bottleneck sweep plots against beta. `stripe` is the
+mean over images of `metrics.stripe_score` of the arg-max masks FG-ARI scores (1 = compact masks).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from slotcov.io import atomic_path, write_json
 from slotcov.train.losses import covariance_loss
 from slotcov.errors import UserError
 from slotcov.evaluate.metrics import (block_masks, contingency, fg_ari, fg_ari_authors_batched, fg_ari_authors_parts,
-                             float32_branch_changes, mbo, metric_difference, pair_counts, summarize)
+                             float32_branch_changes, mbo, metric_difference, pair_counts, stripe_score, summarize)
 
 AUTHORS_BATCH = 64  # the paper's evaluation batch; fixed, whatever eval.batch_size is
 UPSAMPLE = ("bilinear", "nearest")
@@ -88,7 +89,7 @@ def evaluate_model(model, dataset, batch_size: int = 64, n_samples: int = 8, dev
     """
     torch.manual_seed(seed)  # slot initialisation noise
     n = len(dataset)
-    aris, mbos, slots, sq_err, count = [], [], [], 0.0, 0
+    aris, mbos, stripes, slots, sq_err, count = [], [], [], [], 0.0, 0
     parts = [] if authors_metric else None
     samples: dict[str, list] = {"image": [], "recon": [], "masks": [], "true_ids": []}
     for start in tqdm(range(0, n, batch_size), desc="evaluate", disable=not progress):
@@ -98,6 +99,7 @@ def evaluate_model(model, dataset, batch_size: int = 64, n_samples: int = 8, dev
         pred = masks_to_ids(out["masks"], true_ids.shape[-2:], upsample).cpu()
         _score_ari(true_ids.cpu(), pred, aris, parts)
         mbos.append(mbo(true_ids.cpu(), pred.cpu(), batch["valid"].cpu() if "valid" in batch else None))
+        stripes.append(stripe_score(pred))
         slots.append(out["slots"].float().flatten(0, 1).cpu())
         sq_err += F.mse_loss(out["recon"].float(), out["target"].float(), reduction="sum").item()
         count += out["target"].numel()
@@ -114,20 +116,23 @@ def evaluate_model(model, dataset, batch_size: int = 64, n_samples: int = 8, dev
             samples["masks"].append(F.interpolate(m.float(), size=img.shape[-2:], mode="bilinear",
                                                   align_corners=False).cpu().numpy())
             samples["true_ids"].append(true_ids[:take].cpu().numpy())
-    metrics = {**_ari_metrics(aris, parts), "mbo": summarize(torch.cat(mbos))["mean"], "mse": sq_err / max(count, 1),
+    metrics = {**_ari_metrics(aris, parts), "mbo": summarize(torch.cat(mbos))["mean"],
+               "stripe": float(torch.cat(stripes).mean()), "mse": sq_err / max(count, 1),
                "slot_cov": float(covariance_loss(torch.cat(slots).double(), "d2"))}
     return metrics, {k: np.concatenate(v) for k, v in samples.items() if v}
 
 
 def evaluate_blockmasks(dataset, num_blocks: int, batch_size: int = 64, authors_metric: bool = False) -> dict:
     """FG-ARI and mBO of DINOSAUR's block-masks baseline on `dataset` (+ fg_ari_authors if asked)."""
-    aris, mbos, parts = [], [], ([] if authors_metric else None)
+    aris, mbos, stripes, parts = [], [], [], ([] if authors_metric else None)
     for start in range(0, len(dataset), batch_size):
         true_ids = dataset.batch(np.arange(start, min(len(dataset), start + batch_size)))["true_ids"]
         pred = block_masks(*true_ids.shape[-2:], num_blocks).expand_as(true_ids)
         _score_ari(true_ids, pred, aris, parts)
         mbos.append(mbo(true_ids, pred))
-    return {**_ari_metrics(aris, parts), "mbo": summarize(torch.cat(mbos))["mean"]}
+        stripes.append(stripe_score(pred))
+    return {**_ari_metrics(aris, parts), "mbo": summarize(torch.cat(mbos))["mean"],
+            "stripe": float(torch.cat(stripes).mean())}
 
 
 def _git(*args: str) -> str | None:

@@ -1,4 +1,5 @@
-"""The paper's figures from the evaluation samples, training logs and the bottleneck sweep.
+"""The paper's figures from the evaluation samples, training logs and the bottleneck sweep, and the stripe
+score of every cell from its metrics files.
 
 Image mosaics are laid out by torchvision.utils.make_grid, plots drawn with matplotlib; each
 figure is written as PNG and PDF, and a figure whose inputs are gone is deleted, not kept stale.
@@ -16,8 +17,9 @@ import pandas as pd
 from slotcov import paper
 from slotcov.cells import DATASETS
 from slotcov.errors import UserError
+from slotcov.evaluate.metrics import stripe_score
 from slotcov.io import atomic_path
-from slotcov.report.results import first_sample, load_logs, load_sweep, log
+from slotcov.report.results import first_sample, load_logs, load_results, load_sweep, log
 
 FIGURES = [  # file stem, caption (the report's order)
     ("recon_cmdsprites_sa", "Slot Attention reconstructions on ColoredMDSprites (paper Fig. 2)."),
@@ -33,6 +35,9 @@ FIGURES = [  # file stem, caption (the report's order)
     ("curves_cmdsprites", "Training curves on ColoredMDSprites, one panel per loss term."),
     ("curves_coco", "Training curves on COCO, one panel per loss term."),
     ("sweep_beta", "Bottleneck sweep: FG-ARI and slot covariance against the covariance weight."),
+    ("stripe_scores", "Stripe score per cell: the area-weighted mean elongation of the arg-max slot masks "
+                      "(1 = compact masks; vertical stripes spanning the image score height / width); one dot "
+                      "per seed, bars the mean."),
 ]
 GAP = 0.7  # grey between mosaic panels
 
@@ -98,17 +103,19 @@ def _recon_panels(sample: dict, n_rows: int) -> tuple[list[str], list[list[np.nd
     return cols, rows
 
 
-def _mask_panels(samples: dict[str, dict], n_cols: int, title: str) -> list[list[np.ndarray]]:
-    """Rows: each method's arg-max mask over the image, then the ground truth, on the same images."""
+def _mask_panels(samples: dict[str, dict], n_cols: int, title: str) -> tuple[list[list], list[list[str]]]:
+    """Rows: each method's arg-max mask over the image, then the ground truth, on the same images; and the
+    stripe score of each method panel's mask (metrics.stripe_score; "" for the ground truth)."""
     ref = next(iter(samples.values()))
     n = min(n_cols, *(len(s["image"]) for s in samples.values()))
     for name, s in samples.items():
         if s["image"].shape[1:] != ref["image"].shape[1:] or not np.allclose(s["image"][:n], ref["image"][:n], atol=1e-3):
             log(f"warning: {title}: {name} samples show other images than the first row's")
     rows = [[_overlay(s["image"][c], s["masks"][c].argmax(0)) for c in range(n)] for s in samples.values()]
+    notes = [[f"{v:.2f}" for v in stripe_score(s["masks"][:n].argmax(1))] for s in samples.values()]
     gt = [ref["true_ids"][c].astype(int) for c in range(n)]
     rows.append([_overlay(ref["image"][c], gt[c], keep=gt[c] > 0) for c in range(n)])
-    return rows
+    return rows, notes + [[""] * n]
 
 
 def mosaic(panels: list[list[np.ndarray]]) -> tuple[np.ndarray, int]:
@@ -127,8 +134,9 @@ def mosaic(panels: list[list[np.ndarray]]) -> tuple[np.ndarray, int]:
 
 
 def _grid_figure(panels: list[list[np.ndarray]], col_labels: list[str], row_labels: list[str], title: str,
-                 cell_inches: float = 1.1):
-    """The panels as one labelled mosaic (mosaic()): one axes, so it draws fast."""
+                 cell_inches: float = 1.1, notes: list[list[str]] | None = None):
+    """The panels as one labelled mosaic (mosaic()): one axes, so it draws fast; `notes`: a short text in the
+    top-left corner of each panel."""
     import matplotlib.pyplot as plt
 
     h, w = panels[0][0].shape[:2]
@@ -138,6 +146,11 @@ def _grid_figure(panels: list[list[np.ndarray]], col_labels: list[str], row_labe
     ax.imshow(image, interpolation="nearest")
     ax.set_xticks([c * (w + pad) + w / 2 for c in range(n_cols)], col_labels, fontsize=8)
     ax.set_yticks([r * (h + pad) + h / 2 for r in range(n_rows)], row_labels, fontsize=8)
+    for r, row in enumerate(notes or []):
+        for c, note in enumerate(row):
+            if note:
+                ax.text(c * (w + pad) + 0.03 * w, r * (h + pad) + 0.04 * h, note, fontsize=6, va="top", ha="left",
+                        bbox={"boxstyle": "square,pad=0.15", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     for side in ax.spines.values():
@@ -183,6 +196,33 @@ def _curves_figure(logs: dict[str, pd.DataFrame], title: str):
     fig.legend(handles, list(logs), loc="lower center", ncol=min(6, len(logs)), fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.04 * (1 + (len(logs) - 1) // 6), 1, 1))
+    return fig
+
+
+def _stripe_figure(metrics: pd.DataFrame):
+    """Stripe score per cell, one panel per dataset (COCO: the primary pipeline's): seeds as dots, the mean as a bar."""
+    import matplotlib.pyplot as plt
+
+    order = list(paper.LABELS)
+    datasets = [d for d in ("cmdsprites", "coco") if d in set(metrics["dataset"])]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(6.5, 4.6 * len(datasets)), 3.4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        d = metrics[metrics["dataset"] == dataset]
+        methods = sorted(set(d["method"]), key=lambda m: (order.index(m) if m in order else len(order), m))
+        for i, method in enumerate(methods):
+            values = d.loc[d["method"] == method, "stripe"]
+            colour = f"C{(order.index(method) if method in order else 0) % 10}"  # a method's colour in every panel
+            ax.bar(i, values.mean(), color=colour, alpha=0.35, width=0.7)
+            ax.plot(np.full(len(values), i), values, "o", color=colour, markersize=3)
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_xticks(range(len(methods)), [paper.LABELS.get(m, m) for m in methods], rotation=35, ha="right",
+                      fontsize=7)
+        pipelines = d["pipeline"].dropna().unique() if "pipeline" in d else []
+        ax.set_title(paper.LABELS[dataset] + (f" ({pipelines[0]} pipeline)" if len(pipelines) == 1 else ""), fontsize=9)
+        ax.set_ylabel("stripe score", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Stripe score of the arg-max masks (1 = compact; higher = more stripe-like)", fontsize=10)
+    fig.tight_layout()
     return fig
 
 
@@ -239,9 +279,9 @@ def _masks(results_dir: Path, name: str):
     missing = [m for m in methods if paper.LABELS[m] not in samples]
     if missing:
         log(f"figure {name}: no samples for {', '.join(missing)}; rows left out")
-    title = "COCO: arg-max slot over the image"
-    panels = _mask_panels(samples, n_cols, title)
-    return _grid_figure(panels, [""] * len(panels[0]), list(samples) + ["Ground truth"], title, 1.5), ""
+    title = "COCO: arg-max slot over the image (corner: the image's stripe score)"
+    panels, notes = _mask_panels(samples, n_cols, title)
+    return _grid_figure(panels, [""] * len(panels[0]), list(samples) + ["Ground truth"], title, 1.5, notes), ""
 
 
 def _curves(results_dir: Path, dataset: str):
@@ -258,6 +298,14 @@ def _sweep(results_dir: Path):
     return _sweep_figure(sweep), ""
 
 
+def _stripes(results_dir: Path):
+    metrics = load_results(results_dir)
+    metrics = metrics[metrics["stripe"].notna()] if "stripe" in metrics else metrics.iloc[:0]
+    if not len(metrics):
+        return None, "no results/metrics/*/*/seed*.json with a stripe score"
+    return _stripe_figure(metrics), ""
+
+
 def draw(name: str, results_dir: Path):
     """(figure, "") for the figure `name` of FIGURES, or (None, why) when its inputs are missing."""
     for method in paper.TABLE1_ROWS:
@@ -269,6 +317,8 @@ def draw(name: str, results_dir: Path):
         return _curves(results_dir, name.removeprefix("curves_"))
     if name == "sweep_beta":
         return _sweep(results_dir)
+    if name == "stripe_scores":
+        return _stripes(results_dir)
     raise UserError(f"no figure {name}; the figures are {', '.join(stem for stem, _ in FIGURES)}")
 
 
@@ -310,8 +360,8 @@ def figures(results_dir, out_dir, only=None) -> list[Path]:
 
 def cli_figures(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="slotcov figures", description="The paper's figures (PNG + PDF) from the "
-                                "evaluation samples, training logs and the bottleneck sweep.")
-    p.add_argument("--results", default="results", help="results folder (samples/, runs/, sweep/)")
+                                "evaluation samples, training logs, the bottleneck sweep and the metrics files.")
+    p.add_argument("--results", default="results", help="results folder (samples/, runs/, sweep/, metrics/)")
     p.add_argument("--out", default="reports/figures")
     p.add_argument("--only", nargs="+", metavar="FIGURE", help="write only these figures, each either way: "
                    "one without its inputs says what is missing (default: every figure whose inputs exist)")
