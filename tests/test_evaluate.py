@@ -320,7 +320,7 @@ def test_cli_wants_pipelines_for_coco_and_data_for_cmdsprites(tmp_path):
     from slotcov.evaluate.evaluation import cli_evaluate
 
     cfg = str(Path(__file__).parents[1] / "config" / "test.yaml")
-    out = ["--out", str(tmp_path / "m.json"), "--provenance", str(tmp_path / "p.json")]
+    out = ["--out", str(tmp_path / "m.json"), "--details", str(tmp_path / "d.json"), "--provenance", str(tmp_path / "p.json")]
     with pytest.raises(UserError, match="--pipeline NAME DATA FEATURES"):
         cli_evaluate(["--config", cfg, "--cell", "coco/sa", "--data", "x"] + out)
     with pytest.raises(UserError, match="--data"):

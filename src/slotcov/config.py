@@ -34,7 +34,7 @@ DEFAULTS = {
                        "splits": {"train": [0, 60000], "eval": [60000, 320]}},  # replica.n: the splits' end
         "coco": {"source": "synthetic", "root": None, "train_split": "train2017", "eval_split": "val2017",
                  "synthetic": {"n_train": 16, "n_eval": 16, "seed": 0}, "limit_train": None, "limit_eval": None,
-                 "pipelines": {}, "primary": "authors"},
+                 "pipelines": {}, "primary": "authors", "train_pipelines": None},  # None: [primary]
         "features": {"model": "vit_base_patch16_224.dino", "weights": "auto", "batch_size": 64, "dtype": "float32"},
     },
     "datasets": {}, "methods": {},
@@ -90,6 +90,8 @@ def resolve(config: dict) -> dict:
     out["sweep"].setdefault("seeds", out["seeds"])
     cmd = out["data"]["cmdsprites"]
     cmd["replica"].setdefault("n", _splits_end(cmd["splits"]))
+    coco = out["data"]["coco"]
+    coco["train_pipelines"] = list(coco["train_pipelines"] or [coco["primary"]])
     return out
 
 
@@ -121,6 +123,7 @@ def validate(config: dict, source: str = "config") -> dict:
     _raise_first(_Validator(_schema()).iter_errors(config), source)
     check_probe_span(config.get("data", {}).get("cmdsprites", {}).get("splits", {}), source)
     check_replica_size(resolve(config)["data"]["cmdsprites"], source)
+    check_train_pipelines(resolve(config)["data"]["coco"], source)
     for cell in config["cells"]:
         if cell not in EVAL_ONLY:
             check_cell(resolve_cell(config, cell), cell, source)
@@ -162,6 +165,13 @@ def check_replica_size(cmd: dict, source: str = "config") -> None:
     if cmd["source"] == "replica" and cmd["replica"]["n"] < needed:
         raise UserError(f"{source}: data.cmdsprites.replica.n must be at least {needed} "
                         "(the end of the last split in data.cmdsprites.splits)")
+
+
+def check_train_pipelines(coco: dict, source: str = "config") -> None:
+    """COCO cells train under the primary pipeline (the metrics files' top level) and any others listed."""
+    if coco["primary"] not in coco["train_pipelines"]:
+        raise UserError(f"{source}: data.coco.train_pipelines {coco['train_pipelines']} leaves out the primary "
+                        f"pipeline '{coco['primary']}'; add it to the list (or leave the key out: the primary only)")
 
 
 def check_override(override: dict, source: str = "--set") -> None:

@@ -5,6 +5,7 @@
 # The report() marks put them into Snakemake's HTML report (`snakemake --report
 # reports/workflow-report.html`), captions in workflow/report/*.rst.
 from slotcov.report.figures import FIGURES
+from slotcov.report.plots import TERMS as PLOT_TERMS
 
 
 include: "report_inputs.smk"
@@ -13,6 +14,7 @@ include: "report_inputs.smk"
 localrules:
     tables,
     figures,
+    plots,
     claims,
     report,
 
@@ -21,6 +23,7 @@ rule tables:
     input:
         metrics=cell_targets(),
         probe=probe_targets(),
+        details=details_of(cell_targets() + probe_targets()),
         provenance=provenance_of(cell_targets() + probe_targets()),
     output:
         tables=report(
@@ -77,10 +80,34 @@ rule figures:
         "slotcov figures --results {params.results} --out {output} > {log} 2>&1"
 
 
+# Training curves for `dvc plots show`: one CSV per logged term (one line per run), drawn by dvc.yaml.
+rule plots:
+    input:
+        runs=run_records(),
+    output:
+        expand("reports/plots/{term}.csv", term=PLOT_TERMS),
+    params:
+        results=results_folder,
+        out=lambda wc, output: Path(output[0]).parent,
+    conda:
+        ENV
+    log:
+        "logs/report/plots.log",
+    benchmark:
+        "logs/bench/report/plots.tsv"
+    threads: res("report", "threads")
+    resources:
+        mem_mb=res("report", "mem_mb"),
+        runtime=res("report", "runtime"),
+    shell:
+        "slotcov plots --results {params.results} --out {params.out} > {log} 2>&1"
+
+
 rule claims:
     input:
         metrics=cell_targets(),
         probe=probe_targets(),
+        details=details_of(cell_targets() + probe_targets()),
         runs=run_records(),
     output:
         report(directory("reports/claims"), patterns=["claims.csv"], caption="../report/claims.rst", category="Claims"),
@@ -108,6 +135,7 @@ rule report:
         numbers="reports/numbers.tex",
         metrics=cell_targets(),  # the FG-ARI section and the provenance table
         probe=probe_targets(),
+        details=details_of(cell_targets() + probe_targets()),
         provenance=provenance_of(cell_targets() + probe_targets()),
     output:
         pdf=report("reports/report.pdf", caption="../report/report_pdf.rst", category="Report"),
