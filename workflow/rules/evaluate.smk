@@ -43,7 +43,8 @@ rule evaluate:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
         "--seed {wildcards.seed} --run {params.run} "
         "{params.data} --batch-size {params.batch_size} --n-samples {params.n_samples} "
-        "--samples {output.samples} --out {output.metrics} --details {output.details} --provenance {output.provenance} > {log} 2>&1"
+        "--samples {output.samples} --out {output.metrics} --details {output.details} "
+        "--provenance {output.provenance} > {log} 2>&1"
 
 
 rule evaluate_blockmasks:

@@ -30,4 +30,5 @@ rule probe:
     shell:
         "slotcov probe --config {params.config} --cell cmdsprites/{wildcards.method} "
         "--seed {wildcards.seed} --run {params.run} "
-        "--data {input.data} --out {output.probe} --details {output.details} --provenance {output.provenance} > {log} 2>&1"
+        "--data {input.data} --out {output.probe} --details {output.details} "
+        "--provenance {output.provenance} > {log} 2>&1"
