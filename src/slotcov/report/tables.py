@@ -116,6 +116,23 @@ def _seed_runs(sel: pd.DataFrame, metric: str) -> tuple[pd.Series, pd.Series]:
     return found | diverged, diverged
 
 
+def _column_stats(sel: pd.DataFrame, methods: list[str], metric: str) -> pd.DataFrame:
+    """One table column per method: mean, std (ddof 1), n and seeds over the seeds that finished, and
+    n_diverged of the n_runs seeds found (_seed_runs)."""
+    found, diverged = _seed_runs(sel, metric)
+    runs = diverged[found].groupby(sel.loc[found, "method"]).agg(["size", "sum"])
+    done = sel[found & ~diverged]  # a diverged seed has no numbers and never enters a mean
+    values = done[["method", "seed", metric]].dropna() if metric in done else pd.DataFrame(
+        columns=["method", "seed", metric])
+    stats = values.groupby("method").agg(mean=(metric, "mean"), std=(metric, "std"), n=(metric, "size"),
+                                         seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))))
+    out = stats.reindex(methods).rename_axis("method").reset_index()
+    out.insert(1, "metric", metric)
+    out["n_diverged"] = out["method"].map(runs["sum"]).fillna(0).astype(int)
+    out["n_runs"] = out["method"].map(runs["size"]).fillna(0).astype(int)
+    return out
+
+
 def summarize(df: pd.DataFrame, dataset: str, methods: list[str], metrics: list[str],
               paper_values: dict) -> pd.DataFrame:
     """Long table: one row per (method, metric) with mean, std (ddof 1), n, seeds, paper, marks.
@@ -124,23 +141,8 @@ def summarize(df: pd.DataFrame, dataset: str, methods: list[str], metrics: list[
     diverged (their files hold `"diverged": 1` and no numbers), per column (_seed_runs).
     """
     sel = df[df["dataset"] == dataset]
-    parts = []
-    for metric in metrics:
-        found, diverged = _seed_runs(sel, metric)
-        runs = diverged[found].groupby(sel.loc[found, "method"]).agg(["size", "sum"])  # seeds found, diverged
-        done = sel[found & ~diverged]  # a diverged seed has no numbers and never enters a mean
-        values = done[["method", "seed", metric]].dropna() if metric in done else pd.DataFrame(
-            columns=["method", "seed", metric])
-        stats = values.groupby("method").agg(
-            mean=(metric, "mean"), std=(metric, "std"), n=(metric, "size"),
-            seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))))
-        part = stats.reindex(methods).rename_axis("method").reset_index()
-        part.insert(1, "metric", metric)
-        part["n_diverged"] = part["method"].map(runs["sum"]).fillna(0).astype(int)
-        part["n_runs"] = part["method"].map(runs["size"]).fillna(0).astype(int)
-        parts.append(part)
     rank = {name: i for i, name in enumerate(methods + metrics)}  # method-major, in the order given
-    out = (pd.concat(parts, ignore_index=True)
+    out = (pd.concat([_column_stats(sel, methods, metric) for metric in metrics], ignore_index=True)
            .sort_values(["method", "metric"], key=lambda col: col.map(rank), kind="stable").reset_index(drop=True))
     out[["mean", "std"]] = out[["mean", "std"]].astype(float)
     out["n"] = out["n"].fillna(0).astype(int)
@@ -148,7 +150,7 @@ def summarize(df: pd.DataFrame, dataset: str, methods: list[str], metrics: list[
     out = out[["method", "metric", "mean", "std", "n", "seeds", "n_diverged", "n_runs"]]
     out.insert(0, "dataset", dataset)
     out["paper"] = [paper_values.get(key, np.nan) for key in zip(out["method"], out["metric"])]
-    finished = sel[~_seed_runs(sel, "fg_ari")[1]]
+    finished = sel[~_seed_runs(sel, "fg_ari")[1]]  # marks: the settings of the seeds that finished
     detail = {m: _marks(g, dataset, m) for m, g in finished.groupby("method")}
     out["_detail"] = [detail.get(m, {}) for m in out["method"]]
     out.insert(len(out.columns) - 1, "marks", [";".join(d) for d in out["_detail"]])
