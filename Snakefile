@@ -46,6 +46,7 @@ wildcard_constraints:
     seed=r"\d+",
     beta=r"\d+\.\d+",
     part="train|eval",
+    pipeline="|".join(COCO_PIPELINES),
 
 
 include: "workflow/rules/data.smk"
@@ -64,6 +65,7 @@ rule all:
         table_targets(),
         "reports/numbers.tex",
         figure_targets(),
+        expand("reports/plots/{term}.csv", term=PLOT_TERMS),
         "reports/claims",
         "reports/report.pdf",
     default_target: True

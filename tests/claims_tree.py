@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 
 from slotcov import paper
+from slotcov.evaluate.evaluation import METRIC_KEYS, write_result
+from slotcov.evaluate.probing import PROBE_KEYS
 
 Z5 = np.array([-1.5, -0.5, 0.0, 0.5, 1.5]) / np.std([-1.5, -0.5, 0.0, 0.5, 1.5], ddof=1)  # mean 0, sd 1
 
@@ -19,10 +21,11 @@ def spread(mean: float, sd: float, n: int = 5) -> list[float]:
 
 
 def write_seeds(results: Path, kind: str, cell: str, per_seed: list[dict], first: int = 0) -> None:
+    """Result files and their details files, split as `slotcov evaluate` and `slotcov probe` write them."""
     for seed, values in enumerate(per_seed, first):
-        path = results / kind / cell / f"seed{seed}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
+        relative = Path(kind, cell, f"seed{seed}.json")
+        write_result(values, results / relative, results / "details" / relative,
+                     PROBE_KEYS if kind == "probe" else METRIC_KEYS)
 
 
 def write_diverged(results: Path, cell: str, seeds: list[int]) -> None:

@@ -40,6 +40,15 @@ def coco_fg(results: Path, cell: str, values: list[float]) -> None:
         "authors": {"fg_ari": v}, "dinosaur": {"fg_ari": v}}} for v in values])
 
 
+def coco_trained(results: Path, cell: str, per_pipeline: dict[str, list[float]]) -> None:
+    """COCO results with a model per seed trained and scored under each pipeline given (primary: authors)."""
+    seeds = len(next(iter(per_pipeline.values())))
+    write_seeds(results, "metrics", cell, [
+        {**({"fg_ari": per_pipeline["authors"][i]} if "authors" in per_pipeline else {}), "pipeline": "authors",
+         "pipelines": {name: {"fg_ari": values[i], "diverged": 0} for name, values in per_pipeline.items()}}
+        for i in range(seeds)])
+
+
 # ----------------------------------------------------------------------------- the rule, by simulation
 
 LEVEL = power.ALPHA / len(paper.CLAIMS)  # the level power plans at (Holm's first level)
@@ -186,7 +195,7 @@ def test_five_seed_tree_with_known_effects(tmp_path):
     assert c1["verdict_code"] == 1 and c13["verdict_code"] == -1 and c4["verdict_code"] == 0
     assert c1["level"] == pytest.approx(0.05 / 24) and c1["paper_in_pi"] == "no"  # 4 is not a single run's 1.89
     assert set(summary[~summary["id"].isin(["C1", "C4", "C13"])]["verdict"]) <= {"not run", "inconclusive"}
-    assert by_id(summary, "C2")["why"] == "no result for coco/sa"
+    assert by_id(summary, "C2")["why"] == "no result for coco/sa under the authors pipeline"
     primary = rows[(rows["id"] == "C1") & (rows["role"] == "primary")].iloc[0]
     assert primary["ci_low"] == pytest.approx(c1["ci_low"]) and primary["level"] == c1["level"]
 
@@ -366,3 +375,21 @@ def test_dvc_metrics_diff_shows_a_changed_verdict(tmp_path):
     claims.write_ledger(tmp_path / "results", tmp_path / "reports" / "claims")
     diff = json.loads(run(str(dvc), "metrics", "diff", "--json").stdout)["reports/claims/metrics/C1.json"]
     assert diff["verdict_code"] == {"old": 1, "new": -1, "diff": -2}
+
+
+def test_a_pipeline_reads_only_the_models_trained_under_it(tmp_path):
+    """A COCO test under a pipeline reads the models trained and scored under it; without one it is not run."""
+    coco_trained(tmp_path, "coco/sa", {"authors": spread(20.0, 0.5)})  # the default: the primary only
+    coco_trained(tmp_path, "coco/covloss", {"authors": spread(30.0, 0.5), "dinosaur": spread(28.0, 0.5)})
+    coco_trained(tmp_path, "coco/blockmasks", {"authors": [22.0] * 5, "dinosaur": [24.0] * 5})
+    summary, rows = claims.ledger(tmp_path)
+    row = lambda cid, pipeline: rows[(rows["id"] == cid) & (rows["pipeline"] == pipeline)  # noqa: E731
+                                     & (rows["metric"] == "fg_ari")].iloc[0]
+    assert row("C2", "authors")["verdict"] != "not run"
+    assert (row("C2", "dinosaur")["verdict"], row("C2", "dinosaur")["why"]) == (
+        "not run", "no result for coco/sa under the dinosaur pipeline")
+    assert row("C3", "dinosaur")["effect"] == pytest.approx(28.0 - 24.0)  # covloss trained under it, block masks
+    assert by_id(summary, "C11")["verdict"] == "not run"  # its primary test is under the dinosaur pipeline
+    coco_trained(tmp_path, "coco/sa", {"authors": spread(20.0, 0.5), "dinosaur": spread(20.2, 0.3)})
+    c11 = by_id(claims.ledger(tmp_path)[0], "C11")
+    assert c11["verdict"] == "reproduced" and c11["effect"] == pytest.approx(0.2)

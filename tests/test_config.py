@@ -104,6 +104,22 @@ def test_replica_too_small_for_the_splits_is_one_line_error():
     assert C.resolve(C.validate(config))["data"]["cmdsprites"]["replica"]["n"] == max(a + n for a, n in splits.values())
 
 
+def test_coco_train_pipelines_default_to_the_primary_and_must_include_it():
+    config = _preset()
+    for primary in ("authors", "dinosaur"):
+        config["data"]["coco"]["primary"] = primary
+        assert C.resolve(C.validate(copy.deepcopy(config)))["data"]["coco"]["train_pipelines"] == [primary]
+    config["data"]["coco"]["train_pipelines"] = ["dinosaur", "authors"]
+    assert C.resolve(C.validate(copy.deepcopy(config)))["data"]["coco"]["train_pipelines"] == ["dinosaur", "authors"]
+    config["data"]["coco"]["train_pipelines"] = ["authors"]  # primary: dinosaur
+    with pytest.raises(UserError, match=r"^x.yaml: data.coco.train_pipelines \['authors'\] leaves out the primary "
+                                        r"pipeline 'dinosaur'; add it"):
+        C.validate(config, "x.yaml")
+    config["data"]["coco"]["train_pipelines"] = ["dinosaur", "imagenet"]
+    with pytest.raises(UserError, match="x.yaml: data.coco.train_pipelines"):
+        C.validate(config, "x.yaml")
+
+
 def test_settings_missing_a_key_are_one_line_error_not_a_keyerror():
     from slotcov.train.models import build_cell
 

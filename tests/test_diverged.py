@@ -59,13 +59,14 @@ def test_a_diverged_run_is_evaluated_and_probed_as_a_result(setup, tmp_path, cap
     assert code == 0 and len(lines) == 1 and lines[0].endswith("run.json before: nothing trained"), err
 
     base = ["--config", config, "--cell", "cmdsprites/covloss", "--run", run, "--data", split, "--device", "cpu"]
-    code, _, err = cli(capsys, "evaluate", *base, "--out", tmp_path / "m.json", "--provenance", tmp_path / "pm.json",
-                       "--samples", tmp_path / "s.npz")
+    code, _, err = cli(capsys, "evaluate", *base, "--out", tmp_path / "m.json", "--details", tmp_path / "dm.json",
+                       "--provenance", tmp_path / "pm.json", "--samples", tmp_path / "s.npz")
     assert code == 0, err
     assert json.loads((tmp_path / "m.json").read_text()) == {"diverged": 1, "diverged_step": rec["step"]}
     with np.load(tmp_path / "s.npz") as z:
         assert z.files == ["diverged"]
-    code, _, err = cli(capsys, "probe", *base, "--out", tmp_path / "p.json", "--provenance", tmp_path / "pp.json")
+    code, _, err = cli(capsys, "probe", *base, "--out", tmp_path / "p.json", "--details", tmp_path / "dp.json",
+                       "--provenance", tmp_path / "pp.json")
     assert code == 0, err
     assert json.loads((tmp_path / "p.json").read_text()) == {"diverged": 1, "diverged_step": rec["step"]}
     for prov in ("pm.json", "pp.json"):
@@ -80,7 +81,7 @@ def test_a_finished_run_is_scored_with_its_identity_and_other_settings_are_refus
                "--device", "cpu", "--no-progress")[0] == 0
     rec = json.loads((run / "run.json").read_text())
     base = ["--config", config, "--cell", "cmdsprites/sa", "--run", run, "--data", split, "--device", "cpu",
-            "--out", tmp_path / "m.json", "--provenance", tmp_path / "pm.json"]
+            "--out", tmp_path / "m.json", "--details", tmp_path / "dm.json", "--provenance", tmp_path / "pm.json"]
     code, _, err = cli(capsys, "evaluate", *base)
     assert code == 0, err
     metrics, prov = (json.loads((tmp_path / f).read_text()) for f in ("m.json", "pm.json"))
@@ -91,7 +92,8 @@ def test_a_finished_run_is_scored_with_its_identity_and_other_settings_are_refus
         assert code == 2 and len(lines) == 1, err
         assert f"{run}: trained with other settings than {config} gives cmdsprites/sa seed" in lines[0]
     code, _, err = cli(capsys, "probe", "--config", config, "--cell", "cmdsprites/sa", "--run", run, "--data", split,
-                       "--seed", "1", "--out", tmp_path / "p.json", "--provenance", tmp_path / "pp.json")
+                       "--seed", "1", "--out", tmp_path / "p.json", "--details", tmp_path / "dp.json",
+                       "--provenance", tmp_path / "pp.json")
     assert code == 2 and "trained with other settings" in err and not (tmp_path / "p.json").exists()
 
 

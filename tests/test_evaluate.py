@@ -325,7 +325,7 @@ def test_cli_wants_pipelines_for_coco_and_data_for_cmdsprites(tmp_path):
     from slotcov.evaluate.evaluation import cli_evaluate
 
     cfg = str(Path(__file__).parents[1] / "config" / "test.yaml")
-    out = ["--out", str(tmp_path / "m.json"), "--provenance", str(tmp_path / "p.json")]
+    out = ["--out", str(tmp_path / "m.json"), "--details", str(tmp_path / "d.json"), "--provenance", str(tmp_path / "p.json")]
     with pytest.raises(UserError, match="--pipeline NAME DATA FEATURES"):
         cli_evaluate(["--config", cfg, "--cell", "coco/sa", "--data", "x"] + out)
     with pytest.raises(UserError, match="--data"):
@@ -339,3 +339,30 @@ def test_cli_wants_pipelines_for_coco_and_data_for_cmdsprites(tmp_path):
         cli_evaluate(["--config", cfg, "--cell", "coco/blockmasks", "--pipeline", "dinosaur", str(tmp_path / "split"),
                       "b"] + out)
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "p.json").exists()
+
+
+def test_cli_scores_each_coco_pipeline_with_the_model_trained_under_it(tmp_path):
+    """A trained COCO cell: one model per --pipeline (--run for the primary, --pipeline-run for another), and a
+    run whose record names another training pipeline is refused; nothing is written."""
+    from pathlib import Path
+
+    from slotcov.errors import UserError
+    from slotcov.evaluate.evaluation import _check_trained_on, cli_evaluate
+
+    cfg = str(Path(__file__).parents[1] / "config" / "test.yaml")
+    out = ["--out", str(tmp_path / "m.json"), "--details", str(tmp_path / "d.json"),
+           "--provenance", str(tmp_path / "p.json")]
+    both = ["--config", cfg, "--cell", "coco/sa", "--run", str(tmp_path / "run"), "--pipeline", "authors", "a", "b",
+            "--pipeline", "dinosaur", "c", "d", "--primary", "authors"] + out
+    with pytest.raises(UserError, match="no model trained under the pipeline 'dinosaur'; pass --pipeline-run dinosaur"):
+        cli_evaluate(both)
+    with pytest.raises(UserError, match="--pipeline-run authors: name a --pipeline other than the primary"):
+        cli_evaluate(both + ["--pipeline-run", "authors", "x"])
+    with pytest.raises(UserError, match="--run is required"):
+        cli_evaluate([a for a in both if a not in ("--run", str(tmp_path / "run"))] + ["--pipeline-run", "dinosaur", "x"])
+    record = {"run_id": "r", "inputs": [{"kind": "split", "pipeline": "dinosaur", "digest": "s"},
+                                        {"kind": "features", "pipeline": "dinosaur", "digest": "f"}]}
+    _check_trained_on("dinosaur", "run", record)
+    with pytest.raises(UserError, match="run was trained under the pipeline 'dinosaur', not 'authors'"):
+        _check_trained_on("authors", "run", record)
+    assert not list(tmp_path.glob("*.json"))

@@ -448,13 +448,16 @@ def test_a_cell_missing_an_argument_stops_before_anything_is_created(replica, se
           str(replica / "train"), "--features", str(split), "--out", str(tmp_path / "run")],
          "cmdsprites/sa reads images only: remove --features"),
         (["evaluate", "--config", str(ROOT / "config/test.yaml"), "--cell", "coco/sa", "--run", str(tmp_path / "r"),
-          "--data", str(split), "--out", str(tmp_path / "run" / "m.json"), "--provenance", str(tmp_path / "run" / "p")],
+          "--data", str(split), "--out", str(tmp_path / "run" / "m.json"), "--details", str(tmp_path / "run" / "d"),
+          "--provenance", str(tmp_path / "run" / "p")],
          "coco/sa: pass --pipeline NAME DATA FEATURES"),
         (["evaluate", "--config", str(ROOT / "config/test.yaml"), "--cell", "coco/sa_vit", "--data", str(split),
-          "--out", str(tmp_path / "run" / "m.json"), "--provenance", str(tmp_path / "run" / "p")],
+          "--out", str(tmp_path / "run" / "m.json"), "--details", str(tmp_path / "run" / "d"),
+          "--provenance", str(tmp_path / "run" / "p")],
          "unknown cell 'coco/sa_vit'"),
         (["probe", "--config", str(ROOT / "config/test.yaml"), "--cell", "coco/sa", "--run", str(tmp_path / "r"),
-          "--data", str(split), "--out", str(tmp_path / "run" / "p.json"), "--provenance", str(tmp_path / "run" / "q")],
+          "--data", str(split), "--out", str(tmp_path / "run" / "p.json"), "--details", str(tmp_path / "run" / "d"),
+          "--provenance", str(tmp_path / "run" / "q")],
          "--cell coco/sa: the probe reads ColoredMDSprites scenes"),
         (["extract-features", "--images", str(split), "--model", "vit_tiny_patch16_224", "--weights", "random",
           "--batch-size", "0", "--out", str(tmp_path / "run")], "--batch-size 0 and --chunk 1024 must be at least 1"),
@@ -569,6 +572,7 @@ def test_evaluate_outputs_are_never_half_written(replica, tmp_path, monkeypatch)
     m, s = tmp_path / "metrics" / "seed0.json", tmp_path / "samples" / "seed0.npz"
     argv = ["evaluate", "--config", str(replica / "preset.yaml"), "--cell", "cmdsprites/sa", "--run", str(run),
             "--data", str(replica / "train"), "--out", str(m), "--samples", str(s), "--device", "cpu",
+            "--details", str(tmp_path / "details" / "seed0.json"),
             "--provenance", str(tmp_path / "provenance" / "seed0.json"), "--set", "train.steps=2"]
     assert main(argv) == 0
     prov = tmp_path / "provenance" / "seed0.json"
@@ -590,7 +594,7 @@ def test_evaluate_outputs_are_never_half_written(replica, tmp_path, monkeypatch)
 
     def write_text(self, data, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 2:  # provenance first, metrics second
+        if calls["n"] == 3:  # provenance, details, then metrics
             real_write_text(self, data[: len(data) // 2])
             raise OSError(errno.ENOSPC, "disk full")
         return real_write_text(self, data, *a, **k)
@@ -800,7 +804,7 @@ BAD = {  # name: (argv builder(tmp_path), what the one line must name)
                         "dino.pth not found"),
     "unfinished run": (lambda p: ["evaluate", "--config", str(ROOT / "config/test.yaml"), "--cell", "cmdsprites/sa",
                                   "--run", str(p / "run"), "--data", _fake_mdsprites(p), "--out", str(p / "m.json"),
-                                  "--provenance", str(p / "prov.json")],
+                                  "--details", str(p / "d.json"), "--provenance", str(p / "prov.json")],
                        "run.json not found: the run has not finished"),
 }
 

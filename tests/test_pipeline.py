@@ -10,6 +10,9 @@ import pytest
 
 pytest.register_assert_rewrite("workflow_repo")
 import headline  # noqa: E402
+from slotcov.evaluate.evaluation import METRIC_KEYS  # noqa: E402
+from slotcov.report.plots import TERMS as PLOT_TERMS  # noqa: E402
+from slotcov.report.results import read_result  # noqa: E402
 from workflow_repo import job_counts, plan, snakemake  # noqa: E402
 
 pytest_plugins = ["workflow_repo"]
@@ -31,20 +34,37 @@ def test_test_preset_makes_every_table_figure_and_the_report(finished_all):
         assert (repo / "reports" / "figures" / f"{name}.pdf").exists(), name
     assert (repo / "reports" / "report.pdf").read_bytes()[:5] == b"%PDF-"
 
-    # every Table 1 and Table 3 number is the one in its metrics file
+    # every Table 1 and Table 3 number is the one in its metrics file (with its details file)
     t1 = pd.concat([pd.read_csv(tables / "table1.csv"), pd.read_csv(tables / "table3.csv")])
     checked = 0
     for row in t1.itertuples():
         metrics = repo / "results" / "metrics" / row.dataset / row.method / "seed0.json"
-        if metrics.exists():  # COCO columns "dinosaur.fg_ari": that pipeline's section of the file
-            data = json.loads(metrics.read_text())
+        if metrics.exists():  # COCO columns "dinosaur.fg_ari": that pipeline's section of the details
+            data = read_result(repo / "results", metrics)
             section, _, key = row.metric.rpartition(".")
-            assert row.mean == pytest.approx((data["pipelines"][section] if section else data)[key], abs=1e-3), row
+            numbers = data["pipelines"].get(section) if section else data
+            if numbers is None:  # no model trained under that pipeline (the default trains the primary only)
+                assert row.n == 0 and row.method != "blockmasks", row
+                continue
+            assert row.mean == pytest.approx(numbers[key], abs=1e-3), row
             checked += 1
     assert checked >= 10 and {"fg_ari", "dinosaur.fg_ari", "fg_ari_authors"} <= set(t1.metric)
     coco = json.loads((repo / "results" / "metrics" / "coco" / "sa" / "seed0.json").read_text())
-    assert coco["pipeline"] == "authors" and set(coco["pipelines"]) == {"authors", "dinosaur"}
-    assert coco["fg_ari_authors"] == coco["pipelines"]["authors"]["fg_ari_authors"]
+    assert set(coco) <= set(METRIC_KEYS) and {"fg_ari", "mbo", "mse"} <= set(coco)
+    details = json.loads((repo / "results" / "details" / "metrics" / "coco" / "sa" / "seed0.json").read_text())
+    assert details["pipeline"] == "authors" and set(details["pipelines"]) == {"authors"}  # trained under it only
+    assert details["fg_ari_authors"] == details["pipelines"]["authors"]["fg_ari_authors"]
+    blocks = json.loads((repo / "results" / "details" / "metrics" / "coco" / "blockmasks" / "seed0.json").read_text())
+    assert set(blocks["pipelines"]) == {"authors", "dinosaur"}  # not trained: scored under every pipeline
+    assert not list((repo / "results" / "runs" / "coco").glob("*/seed*-*"))  # no run under another pipeline
+    for term in PLOT_TERMS:  # the DVC plot data: one CSV per term, the runs that logged it
+        curves = pd.read_csv(repo / "reports" / "plots" / f"{term}.csv")
+        assert list(curves.columns) == ["step", term, "run"], term
+    runs = set(pd.read_csv(repo / "reports" / "plots" / "loss.csv")["run"])
+    assert runs == {f"{c.replace('/', '-')}-seed0" for c in ("cmdsprites/sa", "cmdsprites/covloss",
+                                                               "cmdsprites/cosineloss", "coco/sa", "coco/dinosaur")
+                    } | {f"coco-{m}-seed0" for m in ("covloss", "cosineloss", "dinosaur_covloss", "dinosaur1024",
+                                                     "dinosaur1024_covloss")}
     t2 = pd.read_csv(tables / "table2.csv")
     probe = json.loads((repo / "results" / "probe" / "cmdsprites" / "sa" / "seed0.json").read_text())
     shape = t2[(t2.method == "sa") & (t2.metric == "shape_acc")]

@@ -223,7 +223,8 @@ def test_probe_provenance_names_the_probe_protocol_and_slot_resampling(tmp_path,
         (tmp_path / "preset.yaml").write_text(yaml.safe_dump(preset))
         assert probing.cli_probe(["--config", str(tmp_path / "preset.yaml"), "--cell", "cmdsprites/sa",
                                   "--run", str(tmp_path), "--data", str(tmp_path), "--device", "cpu",
-                                  "--out", str(tmp_path / "probe.json"), "--provenance", str(tmp_path / "p.json")]) == 0
+                                  "--out", str(tmp_path / "probe.json"), "--details", str(tmp_path / "d.json"),
+                                  "--provenance", str(tmp_path / "p.json")]) == 0
         prov = json.loads((tmp_path / "p.json").read_text())
         assert (prov["probe_protocol"], prov["probe_resample_slots"]) == want
         assert prov["pipeline"] == prov["train_pipeline"] == "cmdsprites" and "protocol" not in prov

@@ -18,6 +18,8 @@ from slotcov.report import latex as report
 
 from slotcov.report import results
 
+from slotcov.evaluate.evaluation import METRIC_KEYS, write_result
+from slotcov.evaluate.probing import PROBE_KEYS
 from slotcov.report import tables
 from slotcov.errors import UserError
 
@@ -26,9 +28,10 @@ PROV = {"git_commit": "0123456789abcdef", "config_hash": "abc", "preset": "paper
 
 
 def write_cell(results, kind, dataset, method, seed, values, **prov):
+    """A result file and its details file, split as `slotcov evaluate` / `slotcov probe` split them, and provenance."""
     path = results / kind / dataset / method / f"seed{seed}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values))
+    write_result(values, path, results / "details" / kind / dataset / method / f"seed{seed}.json",
+                 PROBE_KEYS if kind == "probe" else METRIC_KEYS)
     pipeline = "cmdsprites" if dataset == "cmdsprites" else "authors"
     defaults = {"pipeline": pipeline, "train_pipeline": "" if method == "blockmasks" else pipeline,
                 "dataset_kind": "real", "encoder_weights": "none" if dataset == "cmdsprites" else "dino"}
@@ -42,7 +45,7 @@ def write_cell(results, kind, dataset, method, seed, values, **prov):
 
 
 def coco(fg_ari, other, authors, frac=0.25, diff=3.0, n=5000):
-    """A COCO metrics file in the two-pipeline layout (primary: authors)."""
+    """A COCO result with models trained and scored under both pipelines (primary: authors)."""
     section = lambda ari, theirs: {"fg_ari": ari, "fg_ari_n": n, "fg_ari_authors": theirs,  # noqa: E731
                                    "fg_ari_metric_frac_differ": frac, "fg_ari_metric_mean_diff": diff}
     return {**section(fg_ari, authors), "pipeline": "authors",
@@ -130,9 +133,10 @@ def test_tables_from_metrics_files(tmp_path):
     assert np.isnan(cell(t["table1"], "covloss", "coco", "dinosaur.fg_ari")["paper"])
     assert cell(t["table1"], "covloss", "coco", "fg_ari_authors")["mean"] == 31.0
     assert r"25.00\,{\scriptsize(1)}$^{\ddagger\S\P}$ & 21.00\,{\scriptsize(1)} & 31.00\,{\scriptsize(1)} & 29.55" in tex1
-    assert "authors & dinosaur, cross-pipeline & authors, authors' metric & paper" in tex1
-    assert "FG-ARI under the authors pipeline" in tex1 and "64-image batches" in tex1
-    assert "a cross-pipeline robustness column" in tex1 and "DINOSAUR's pipeline" not in tex1
+    assert "authors & dinosaur-trained & authors, authors' metric & paper" in tex1
+    assert "FG-ARI of the models trained and scored under the authors pipeline" in tex1 and "64-image batches" in tex1
+    assert "trained and scored under the dinosaur pipeline, -- where no model was trained under it" in tex1
+    assert "cross-pipeline" not in tex1 and "DINOSAUR's pipeline" not in tex1
     # cells not run: a dash, no number
     assert cell(t["table1"], "cosineloss", "coco", "fg_ari")["n"] == 0
     assert re.search(r"CosineLoss & -- & 88\.82 & -- & -- & -- & 34\.23", tex1)
@@ -193,6 +197,37 @@ def test_load_results_flattens_pipelines(tmp_path):
     assert row["dinosaur.fg_ari_authors"] == 39.0 and row["pipeline"] == "authors"
     assert pd.isna(df.loc[("cmdsprites", "covloss"), "dinosaur.fg_ari"])  # no pipelines there
     assert results.coco_pipelines(results.load_results(tmp_path)) == ("authors", "dinosaur")
+
+
+def test_result_files_hold_the_metric_keys_and_load_results_adds_the_details(tmp_path):
+    make_results(tmp_path)
+    on_disk = json.loads((tmp_path / "metrics" / "coco" / "dinosaur" / "seed0.json").read_text())
+    assert set(on_disk) == {"fg_ari"}  # the DVC metric; counts, the authors' FG-ARI, pipelines: details
+    details = json.loads((tmp_path / "details" / "metrics" / "coco" / "dinosaur" / "seed0.json").read_text())
+    assert details["pipeline"] == "authors" and details["pipelines"]["dinosaur"]["fg_ari"] == 38.0
+    probe = json.loads((tmp_path / "probe" / "cmdsprites" / "sa" / "seed0.json").read_text())
+    assert set(probe) == set(paper.TABLE2_COLS)
+    row = results.load_results(tmp_path).set_index(["dataset", "method"]).loc[("coco", "dinosaur")]
+    assert row["fg_ari_n"] == 5000 and row["fg_ari_authors"] == 44.0 and row["dinosaur.fg_ari"] == 38.0
+
+
+def test_a_pipeline_column_shows_only_models_trained_under_it(tmp_path):
+    """COCO sa trained under the primary only: "--" in the other pipeline's column; covloss's model under the
+    other pipeline diverged: "diverged 1/1" there; block masks are scored under both."""
+    res = tmp_path / "results"
+    section = {"fg_ari": 25.0, "fg_ari_authors": 26.0, "diverged": 0}
+    write_cell(res, "metrics", "coco", "sa", 0, {**section, "pipeline": "authors", "pipelines": {"authors": section}})
+    write_cell(res, "metrics", "coco", "covloss", 0, {**section, "pipeline": "authors", "pipelines": {
+        "authors": section, "dinosaur": {"diverged": 1, "diverged_step": 7}}})
+    write_cell(res, "metrics", "coco", "blockmasks", 0, coco(22.0, 23.5, 30.0))
+    t = tables.tables(res, tmp_path / "tables")
+    sa, cov = (cell(t["table1"], m, "coco", "dinosaur.fg_ari") for m in ("sa", "covloss"))
+    assert (sa["n"], sa["n_runs"], cov["n"], cov["n_diverged"], cov["n_runs"]) == (0, 0, 0, 1, 1)
+    assert cell(t["table1"], "covloss", "coco", "fg_ari")["n_diverged"] == 0  # its primary model finished
+    tex1 = (tmp_path / "tables" / "table1.tex").read_text()
+    assert re.search(r"Slot Attention & -- & 90\.71 & 25\.00\\,\{\\scriptsize\(1\)\}\S* & -- & 26\.00", tex1)
+    assert re.search(r"CovLoss & .* & 25\.00\S* & diverged 1/1 & 26\.00", tex1)
+    assert cell(t["table3"], "blockmasks", metric="dinosaur.fg_ari")["mean"] == 23.5
 
 
 def test_metric_section(tmp_path):
@@ -431,7 +466,7 @@ def test_report_without_pdflatex_draws_it_with_matplotlib(built, monkeypatch, tm
     assert "CovLoss †‡§¶ ours 87.50 (1) 25.00 (1) 21.00 (1) 31.00 (1)" in table1
     assert "¶ trained or scored under another pipeline than the paper's (scored on dinosaur instead of authors)" \
         in table1
-    assert "COCO: FG-ARI, dinosaur inputs (cross-" in table1  # the head wraps inside its column
+    assert "COCO: FG-ARI, trained and" in table1 and "cross-pipeline" not in table1  # the head wraps in its column
     assert "0.8050 ± 0.0071 (2)" in table2 and "0.8472" in table2 and "Shape (acc.)" in table2
     assert "Block masks (reference) ours 22.00 (1) 23.50 (1) 30.00 (1) paper 23.00" in table3
     assert "masks_coco.png" in " ".join(pages) and "Figure 1: Slot Attention reconstructions" in pages[4]

@@ -1,6 +1,7 @@
 """Through Snakemake on the test preset: a train job that runs again trains from step 0 on its
 current inputs (forced, regenerated data, another COCO pipeline), never reporting the weights of
-other inputs; a diverging preset completes the DAG up to the tables and the claims ledger.
+other inputs; a diverging preset completes the DAG up to the tables and the claims ledger; a COCO
+cell trains under each pipeline of data.coco.train_pipelines.
 Each test runs only the jobs its change needs in the finished DAG of test_pipeline.py."""
 import json
 from pathlib import Path
@@ -116,7 +117,31 @@ def test_another_coco_pipeline_retrains_the_cell_and_its_metrics_name_the_new_ru
     job_log = (repo / "logs/train/coco/sa/seed0.log").read_text()
     assert ("model.pt of another run (changed: the split input (authors -> dinosaur); the features input "
             "(authors -> dinosaur)); training from step 0") in job_log, job_log
-    assert json.loads((repo / metrics).read_text())["pipeline"] == "dinosaur"
+    assert json.loads((repo / metrics.replace("results/", "results/details/", 1)).read_text())["pipeline"] == "dinosaur"
     prov = json.loads((repo / "results/provenance/metrics/coco/sa/seed0.json").read_text())
     assert prov["run_id"] == after["run_id"]
     assert prov["train_inputs"] == "; ".join(f"{r['kind']} (dinosaur) {r['digest']}" for r in after["inputs"])
+
+
+def test_a_coco_cell_trains_under_each_listed_pipeline_and_each_model_is_scored_on_its_own(repo):
+    """data.coco.train_pipelines [authors, dinosaur]: a second model on dinosaur's features, in its own run folder;
+    the metrics' dinosaur section is that model's score on dinosaur's evaluation split, the primary's stays."""
+    metrics = "results/metrics/coco/sa/seed0.json"
+    proc = snakemake(repo, "--cores", "2", metrics, "--config", "data={coco: {train_pipelines: [authors, dinosaur]}}")
+    counts = job_counts(proc.stdout + proc.stderr)  # train: only if an earlier test left seed0 on other inputs
+    assert counts["train_under"] == 1 and counts["evaluate"] == 1, counts
+    assert set(counts) <= {"prepare_coco", "extract_features", "train", "train_under", "evaluate"}, counts
+    primary, _ = state(repo, Path("results/runs/coco/sa/seed0"))
+    under, _ = state(repo, Path("results/runs/coco/sa/seed0-dinosaur"))
+    trained_every_step(repo, Path("results/runs/coco/sa/seed0-dinosaur"), under, 4)
+    assert {r["pipeline"] for r in primary["inputs"]} == {"authors"}
+    assert {r["pipeline"] for r in under["inputs"]} == {"dinosaur"} and under["run_id"] != primary["run_id"]
+    details = json.loads((repo / metrics.replace("results/", "results/details/", 1)).read_text())
+    assert details["pipeline"] == "authors" and set(details["pipelines"]) == {"authors", "dinosaur"}
+    top = json.loads((repo / metrics).read_text())
+    assert top == {k: v for k, v in details["pipelines"]["authors"].items() if k in top}
+    assert details["pipelines"]["dinosaur"]["fg_ari"] != details["pipelines"]["authors"]["fg_ari"]
+    prov = json.loads((repo / metrics.replace("results/", "results/provenance/", 1)).read_text())
+    assert prov["pipelines"] == (f"authors: scored on authors, trained on authors (run {primary['run_id']}); "
+                                 f"dinosaur: scored on dinosaur, trained on dinosaur (run {under['run_id']})")
+    assert prov["run_id"] == primary["run_id"] and prov["train_pipeline"] == prov["pipeline"] == "authors"

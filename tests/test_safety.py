@@ -67,10 +67,12 @@ COMMANDS = {  # (poisoned file in the run folder, argv after `slotcov`)
         "train", "--config", CONFIG, "--cell", "cmdsprites/sa", "--data", data, "--out", str(run)]),
     "evaluate": ("model.pt", lambda run, data, p: [
         "evaluate", "--config", CONFIG, "--cell", "cmdsprites/sa", "--run", str(run), "--data", data,
-        "--out", str(p / "m.json"), "--provenance", str(p / "prov.json"), "--device", "cpu"]),
+        "--out", str(p / "m.json"), "--details", str(p / "d.json"), "--provenance", str(p / "prov.json"),
+        "--device", "cpu"]),
     "probe": ("model.pt", lambda run, data, p: [
         "probe", "--config", CONFIG, "--cell", "cmdsprites/sa", "--run", str(run), "--data", data,
-        "--out", str(p / "p.json"), "--provenance", str(p / "prov.json"), "--device", "cpu"]),
+        "--out", str(p / "p.json"), "--details", str(p / "d.json"), "--provenance", str(p / "prov.json"),
+        "--device", "cpu"]),
 }
 
 

@@ -176,8 +176,8 @@ def test_test_preset_cell_runs_through_sbatch(tmp_path):
         assert job.isdigit(), f"{out} was not computed inside a SLURM job: {prov}"
         info = scontrol_job(job)
         assert "JobState=COMPLETED" in info
-    metrics = json.loads((repo / targets[0]).read_text())
-    assert metrics["fg_ari_n"] > 0
+    details = json.loads((repo / targets[0].replace("results/", "results/details/", 1)).read_text())
+    assert details["fg_ari_n"] > 0
     submitted = {p.parent.name for p in (repo / "logs" / "slurm").rglob("*.log")}
     for rule in ("make_mdsprites", "convert_mdsprites", "train", "evaluate", "probe"):
         assert any(rule in name for name in submitted) or (repo / "logs" / "slurm" / f"rule_{rule}").exists(), \

@@ -31,7 +31,8 @@ def expected_all(config: dict) -> dict[str, int]:
             "evaluate_blockmasks": ("coco/blockmasks" in config["cells"]) * seeds,
             "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 3, "prepare_coco": 3,
             "extract_features": 3, "table": len(TABLES), "numbers": 1, "figure": len(FIGURES), "report": 1,
-            "claims": 1, "all": 1}
+            "claims": 1, "plots": 1, "all": 1,
+            "train_under": 0}  # the presets train COCO cells under the primary pipeline only
 
 
 def test_all_plans_every_cell_of_each_preset(fresh_repo):
@@ -52,11 +53,35 @@ def test_single_cell_plans_only_its_chain(fresh_repo):
     counts, out = plan(fresh_repo, "results/metrics/cmdsprites/covloss/seed0.json")
     assert counts == {"make_mdsprites": 1, "convert_mdsprites": 2, "train": 1, "evaluate": 1}
     assert "results/runs/cmdsprites/covloss/seed0/run.json" in out
-    counts, _ = plan(fresh_repo, "results/metrics/coco/dinosaur/seed0.json")
-    assert counts == {"make_coco": 2, "prepare_coco": 3, "extract_features": 3, "train": 1, "evaluate": 1}
+    counts, _ = plan(fresh_repo, "results/metrics/coco/dinosaur/seed0.json")  # the primary pipeline's train, eval
+    assert counts == {"make_coco": 2, "prepare_coco": 2, "extract_features": 2, "train": 1, "evaluate": 1}
     counts, _ = plan(fresh_repo, "results/metrics/coco/dinosaur/seed1.json", configfile="config/paper.yaml")
     assert counts == {"download_coco": 3, "unzip_coco_images": 2, "unzip_coco_annotations": 1, "download_dino": 1,
-                      "prepare_coco": 3, "extract_features": 3, "train": 1, "evaluate": 1}
+                      "prepare_coco": 2, "extract_features": 2, "train": 1, "evaluate": 1}
+
+
+def test_coco_cells_train_under_each_listed_pipeline(fresh_repo):
+    """data.coco.train_pipelines: a COCO model per pipeline listed, each scored on its own pipeline's split;
+    without the key only the primary's (block masks are scored under every pipeline either way)."""
+    both = ("--config", "data={coco: {train_pipelines: [authors, dinosaur]}}")
+    target = "results/metrics/coco/dinosaur/seed0.json"
+    counts, out = plan(fresh_repo, "-p", target, *both)
+    assert counts == {"make_coco": 2, "prepare_coco": 4, "extract_features": 4, "train": 1, "train_under": 1,
+                      "evaluate": 1}
+    (evaluate,) = [line for line in out.splitlines() if "slotcov evaluate" in line]
+    assert "--pipeline authors data/coco/eval-authors data/features/eval-authors" in evaluate
+    assert "--pipeline dinosaur data/coco/eval-dinosaur data/features/eval-dinosaur" in evaluate
+    assert "--pipeline-run dinosaur results/runs/coco/dinosaur/seed0-dinosaur --primary authors" in evaluate
+    (under,) = [line for line in out.splitlines() if "slotcov train" in line and "seed0-dinosaur" in line]
+    assert "--data data/coco/train-dinosaur --features data/features/train-dinosaur" in under
+    counts, _ = plan(fresh_repo, "all", *both)
+    assert counts["train_under"] == counts["train"] - 3  # every trained COCO cell (3 ColoredMDSprites ones)
+    counts, out = plan(fresh_repo, "-p", "all")
+    assert "train_under" not in counts and "--pipeline-run" not in out and "seed0-dinosaur" not in out
+    (evaluate,) = [line for line in out.splitlines() if "slotcov evaluate" in line and "coco/dinosaur " in line]
+    assert "--pipeline authors" in evaluate and "--pipeline dinosaur" not in evaluate
+    (blocks,) = [line for line in out.splitlines() if "slotcov evaluate" in line and "coco/blockmasks" in line]
+    assert "--pipeline authors" in blocks and "--pipeline dinosaur" in blocks
 
 
 def test_finished_run_replans_nothing_and_a_method_change_only_that_method(finished_repo):

@@ -24,6 +24,7 @@ COMMANDS = {
     "probe": ("slotcov.evaluate.probing", "property probing of frozen slots (Table 2)"),
     "tables": ("slotcov.report.tables", "Tables 1-3 as LaTeX and CSV from the metrics files"),
     "figures": ("slotcov.report.figures", "the paper's figures from the evaluation samples and logs"),
+    "plots": ("slotcov.report.plots", "training curves as DVC plot data: one CSV per logged term, a line per run"),
     "claims": ("slotcov.report.claims", "the claims ledger: one verdict per claim of the paper, decided by rules fixed in advance"),
     "power": ("slotcov.report.power", "seeds per cell for 80% power of each claim's test, and their GPU-hours"),
     "report": ("slotcov.report.latex", "compile reports/report.pdf"),

@@ -81,8 +81,9 @@ LABELS = {
 #   source     "metrics" / "probe" (results/metrics, results/probe), "log" (last value of a column of
 #              results/runs/<cell>/seed<N>/log.csv) or "failures" (the rate of diverged seeds)
 #   value      the key read; a tuple of keys is their mean per seed (a summary of several properties)
-#   pipeline   COCO: the section `pipelines.<name>` of the metrics files (files without that section:
-#              their top level); None for ColoredMDSprites
+#   pipeline   COCO: the section `pipelines.<name>` of the results (details files): the numbers of the
+#              models trained and scored under that pipeline, not run where none was (files without
+#              sections: their top level); None for ColoredMDSprites
 #   transform  "log10": compare log10 of the values (ratios: MSE, covariances, stripe scores)
 #   paper      the paper's own effect (difference of its printed numbers), None where it prints none
 #

@@ -35,10 +35,14 @@ COCO = config["data"]["coco"]
 COCO_ROOT = COCO["root"] or "data/raw/coco"  # null: made or downloaded here
 COCO_SPLIT = {"train": COCO["train_split"], "eval": COCO["eval_split"]}
 # COCO pipelines (docs/fidelity.md "COCO pipelines and FG-ARI"): prepared splits and feature
-# stores are data/coco/{part}-{pipeline} and data/features/{part}-{pipeline}; COCO cells train
-# on the primary pipeline and are evaluated under every pipeline.
+# stores are data/coco/{part}-{pipeline} and data/features/{part}-{pipeline}. COCO cells train
+# under each pipeline of data.coco.train_pipelines (the primary's runs in RUN, the others' in
+# RUN_UNDER), each model scored on its own pipeline's evaluation split; block masks (not
+# trained) are scored under every pipeline.
 COCO_PIPELINES = COCO["pipelines"]
 COCO_PRIMARY = COCO["primary"]
+COCO_TRAIN = COCO["train_pipelines"]
+COCO_OTHER_TRAIN = [name for name in COCO_TRAIN if name != COCO_PRIMARY]
 COCO_ZIPS = {"train2017": "coco_train2017", "val2017": "coco_val2017",
              "annotations_trainval2017": "coco_annotations2017"}  # zip name -> `slotcov download --name`
 FEATURES = config["data"]["features"]
@@ -53,13 +57,15 @@ PROBE = config["probe"]
 # Run folders (run.json, model.pt, ckpt.pt, log.csv): written by train, read by evaluate and probe.
 RUN = "results/runs/{dataset}/{method}/seed{seed}"
 SWEEP_RUN = "results/sweep/runs/{dataset}/{method}/beta{beta}/seed{seed}"
+RUN_UNDER = "results/runs/{dataset}/{method}/seed{seed}-{pipeline}"  # COCO, trained under a non-primary pipeline
 
 
 def run_dir(wildcards, dataset: str | None = None) -> str:
-    """The run folder of a job's wildcards (the sweep's when they hold a beta); `dataset` if no wildcard."""
+    """The run folder of a job's wildcards (the sweep's when they hold a beta, RUN_UNDER when a pipeline);
+    `dataset` if no wildcard."""
     values = dict(wildcards.items())
     values.setdefault("dataset", dataset)
-    return (SWEEP_RUN if "beta" in values else RUN).format(**values)
+    return (SWEEP_RUN if "beta" in values else RUN_UNDER if "pipeline" in values else RUN).format(**values)
 
 
 def effective_config_file() -> str:
@@ -150,47 +156,62 @@ def figure_targets() -> list[str]:
 
 
 # --- input functions and flags ---
-def split_inputs(dataset: str, part: str) -> dict:
-    """The prepared splits a train/evaluate job reads: a dataset's cells train on its images in
-    data/{dataset}/{part} (ColoredMDSprites: data.smk's convert_mdsprites), except COCO's, which read a
-    split and a feature store per COCO pipeline (training: the primary pipeline only; evaluation: every one).
-    """
+def split_inputs(dataset: str, part: str, pipelines: list[str] = ()) -> dict:
+    """The prepared splits (and, for COCO, the feature stores of `pipelines`) a train/evaluate job reads."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; slotcov.cells.DATASETS: {', '.join(DATASETS)}")
-    if dataset == "coco":
-        names = [COCO_PRIMARY] if part == "train" else list(COCO_PIPELINES)
-        out = {f"data_{name}": f"data/coco/{part}-{name}" for name in names}
-        return out | {f"features_{name}": f"data/features/{part}-{name}" for name in names}
-    return {"data": f"data/{dataset}/{part}"}
+    if dataset != "coco":
+        return {"data": f"data/{dataset}/{part}"}
+    out = {f"data_{name}": f"data/coco/{part}-{name}" for name in pipelines}
+    return out | {f"features_{name}": f"data/features/{part}-{name}" for name in pipelines}
+
+
+def eval_pipelines(wildcards) -> list[str]:
+    """The COCO pipelines an evaluation scores under: every one for block masks (no training), the
+    pipelines its models were trained under for a trained cell, none for ColoredMDSprites."""
+    if wildcards.get("dataset", "coco") != "coco":
+        return []
+    return list(COCO_PIPELINES) if wildcards.get("method", "blockmasks") == "blockmasks" else list(COCO_TRAIN)
 
 
 def train_inputs(wildcards) -> dict:
-    return split_inputs(wildcards.dataset, "train")
+    """The training split of a train job: for COCO, that of its pipeline (the primary without one)."""
+    return split_inputs(wildcards.dataset, "train", [wildcards.get("pipeline", COCO_PRIMARY)])
 
 
 def eval_inputs(wildcards) -> dict:
-    return split_inputs(wildcards.dataset, "eval")
+    """The evaluation splits of an evaluate job and, for COCO, the run record of each model trained under
+    another pipeline than the primary (`run_<pipeline>`; the primary's is the rule's `run`)."""
+    runs = {}
+    if wildcards.dataset == "coco" and "beta" not in wildcards.keys():
+        runs = {f"run_{n}": f"{RUN_UNDER.format(pipeline=n, **dict(wildcards.items()))}/run.json"
+                for n in COCO_OTHER_TRAIN}
+    return split_inputs(wildcards.dataset, "eval", eval_pipelines(wildcards)) | runs
 
 
 def train_data_flags(wildcards, input) -> str:
-    """`--data DIR` (and, for COCO, `--features DIR` of the primary pipeline) of a train job: its inputs."""
-    if wildcards.dataset == "coco":
-        return f"--data {input[f'data_{COCO_PRIMARY}']} --features {input[f'features_{COCO_PRIMARY}']}"
-    return f"--data {input.data}"  # images only: split_inputs names no other dataset's features
+    """`--data DIR` (and, for COCO, `--features DIR` of the job's pipeline) of a train job: its inputs."""
+    if wildcards.dataset != "coco":
+        return f"--data {input.data}"
+    name = wildcards.get("pipeline", COCO_PRIMARY)
+    return f"--data {input[f'data_{name}']} --features {input[f'features_{name}']}"
 
 
 def coco_pipelines_param(wildcards) -> str:
-    """The COCO pipelines' settings as JSON for COCO evaluations (a rerun trigger), "" otherwise."""
-    return json.dumps(COCO_PIPELINES, sort_keys=True) if wildcards.get("dataset", "coco") == "coco" else ""
+    """The settings of the COCO pipelines an evaluation scores under as JSON (a rerun trigger), "" otherwise."""
+    names = eval_pipelines(wildcards)
+    return json.dumps({n: COCO_PIPELINES[n] for n in names}, sort_keys=True) if names else ""
 
 
 def eval_data_flags(wildcards, input) -> str:
-    """`--data DIR` of an evaluation on images; for COCO (block masks: no dataset wildcard) one `--pipeline`
-    per pipeline and `--primary`."""
-    if wildcards.get("dataset", "coco") == "coco":
-        flags = [f"--pipeline {n} {input[f'data_{n}']} {input[f'features_{n}']}" for n in COCO_PIPELINES]
-        return " ".join(flags + [f"--primary {COCO_PRIMARY}"])
-    return f"--data {input.data}"
+    """`--data DIR` of a ColoredMDSprites evaluation; for COCO one `--pipeline` per pipeline scored under,
+    `--pipeline-run` for each model trained under a non-primary pipeline, and `--primary`."""
+    if wildcards.get("dataset", "coco") != "coco":
+        return f"--data {input.data}"
+    names = eval_pipelines(wildcards)
+    flags = [f"--pipeline {n} {input[f'data_{n}']} {input[f'features_{n}']}" for n in names]
+    flags += [f"--pipeline-run {n} {Path(input[f'run_{n}']).parent}" for n in names if f"run_{n}" in input.keys()]
+    return " ".join(flags + [f"--primary {COCO_PRIMARY}"])
 
 
 def weights_input(wildcards) -> list[str]:

@@ -1,9 +1,12 @@
 # Evaluation: FG-ARI / mBO / MSE of each finished run on the evaluation split, plus the
 # evaluation samples the figures draw; coco/blockmasks is scored without training. A run is
 # read through its record run.json: a diverged run gets {"diverged": 1, "diverged_step": N}. A COCO
-# job evaluates under every COCO pipeline (data/coco/eval-{pipeline}, data/features/eval-{pipeline};
-# the flags come from eval_data_flags in common.smk). Provenance goes to results/provenance/
-# (same relative path), outside the folders DVC reads as metrics.
+# job scores the model trained under each pipeline of data.coco.train_pipelines on that pipeline's
+# evaluation split (data/coco/eval-{pipeline}, data/features/eval-{pipeline}), block masks under
+# every pipeline; the flags come from eval_data_flags in common.smk. The metrics file holds the
+# result numbers DVC shows (the primary pipeline's); everything else (counts, the authors' FG-ARI,
+# every pipeline's section) goes to the details file results/details/ and provenance to
+# results/provenance/ (same relative path), outside the folders DVC reads as metrics.
 
 rule evaluate:
     input:
@@ -11,6 +14,7 @@ rule evaluate:
         run=f"{RUN}/run.json",
     output:
         metrics="results/metrics/{dataset}/{method}/seed{seed}.json",
+        details="results/details/metrics/{dataset}/{method}/seed{seed}.json",
         provenance="results/provenance/metrics/{dataset}/{method}/seed{seed}.json",
         samples="results/samples/{dataset}/{method}/seed{seed}.npz",
     params:
@@ -37,7 +41,8 @@ rule evaluate:
     shell:
         "slotcov evaluate --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
         "--seed {wildcards.seed} {params.sets} --run {params.run} {params.data} --batch-size {params.batch_size} "
-        "{params.samples} --out {output.metrics} --provenance {output.provenance} > {log} 2>&1"
+        "{params.samples} --out {output.metrics} --details {output.details} "
+        "--provenance {output.provenance} > {log} 2>&1"
 
 
 # The bottleneck sweep's runs: the same job (its `--set` from set_flags, which the metrics file records), no samples.
@@ -47,6 +52,7 @@ use rule evaluate as evaluate_sweep with:
         run=f"{SWEEP_RUN}/run.json",
     output:
         metrics="results/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
+        details="results/details/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
         provenance="results/provenance/sweep/{dataset}/{method}/beta{beta}/seed{seed}.json",
     params:
         samples="--n-samples 0",
@@ -58,9 +64,10 @@ use rule evaluate as evaluate_sweep with:
 
 rule evaluate_blockmasks:
     input:
-        unpack(lambda wc: split_inputs("coco", "eval")),  # every COCO pipeline
+        unpack(lambda wc: split_inputs("coco", "eval", list(COCO_PIPELINES))),  # every COCO pipeline
     output:
         metrics="results/metrics/coco/blockmasks/seed{seed}.json",
+        details="results/details/metrics/coco/blockmasks/seed{seed}.json",
         provenance="results/provenance/metrics/coco/blockmasks/seed{seed}.json",
     params:
         config=CONFIG,
@@ -79,5 +86,5 @@ rule evaluate_blockmasks:
         **resources_of("evaluate", gpu=0),  # no model to run
     shell:
         "slotcov evaluate --config {params.config} --cell coco/blockmasks {params.data} "
-        "--batch-size {params.batch_size} --out {output.metrics} "
+        "--batch-size {params.batch_size} --out {output.metrics} --details {output.details} "
         "--provenance {output.provenance} > {log} 2>&1"

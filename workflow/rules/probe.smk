@@ -8,6 +8,7 @@ rule probe:
         data="data/cmdsprites/probe",
     output:
         probe="results/probe/cmdsprites/{method}/seed{seed}.json",
+        details="results/details/probe/cmdsprites/{method}/seed{seed}.json",
         provenance="results/provenance/probe/cmdsprites/{method}/seed{seed}.json",
     params:
         config=CONFIG,
@@ -27,4 +28,5 @@ rule probe:
     shell:
         "slotcov probe --config {params.config} --cell cmdsprites/{wildcards.method} "
         "--seed {wildcards.seed} --run {params.run} "
-        "--data {input.data} --out {output.probe} --provenance {output.provenance} > {log} 2>&1"
+        "--data {input.data} --out {output.probe} --details {output.details} "
+        "--provenance {output.provenance} > {log} 2>&1"

@@ -8,6 +8,9 @@
 # reports/workflow-report.html`), captions in workflow/report/*.rst.
 
 
+from slotcov.report.plots import TERMS as PLOT_TERMS
+
+
 include: "report_inputs.smk"
 
 
@@ -15,6 +18,7 @@ localrules:
     table,
     numbers,
     figure,
+    plots,
     claims,
     report,
 
@@ -24,6 +28,7 @@ rule table:
         metrics=cell_targets(),
         probe=probe_targets(),
         provenance=provenance_of(cell_targets() + probe_targets()),
+        details=details_of(cell_targets() + probe_targets()),
     output:
         csv=report(
             "reports/tables/{table}.csv",
@@ -56,6 +61,7 @@ rule numbers:
         metrics=cell_targets(),
         probe=probe_targets(),
         provenance=provenance_of(cell_targets() + probe_targets()),
+        details=details_of(cell_targets() + probe_targets()),
     output:
         "reports/numbers.tex",
     params:
@@ -117,10 +123,33 @@ rule figures:
         figure_targets(),
 
 
+# Training curves for `dvc plots show`: one CSV per logged term (one line per run), drawn by dvc.yaml.
+rule plots:
+    input:
+        runs=run_records(),
+    output:
+        expand("reports/plots/{term}.csv", term=PLOT_TERMS),
+    params:
+        results=results_folder,
+        out=lambda wc, output: Path(output[0]).parent,
+    conda:
+        ENV
+    log:
+        "logs/report/plots.log",
+    benchmark:
+        "logs/bench/report/plots.tsv"
+    threads: threads_of("report")
+    resources:
+        **resources_of("report"),
+    shell:
+        "slotcov plots --results {params.results} --out {params.out} > {log} 2>&1"
+
+
 rule claims:
     input:
         metrics=cell_targets(),
         probe=probe_targets(),
+        details=details_of(cell_targets() + probe_targets()),
         runs=run_records(),
     output:
         report(
@@ -154,6 +183,7 @@ rule report:
         metrics=cell_targets(),  # the FG-ARI section and the provenance table
         probe=probe_targets(),
         provenance=provenance_of(cell_targets() + probe_targets()),
+        details=details_of(cell_targets() + probe_targets()),
     output:
         pdf=report("reports/report.pdf", caption="../report/report_pdf.rst", category="Report"),
         tex="reports/report.tex",

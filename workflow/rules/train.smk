@@ -1,4 +1,5 @@
-# Training: one job per (dataset, method, seed), plus the bottleneck sweep over cov_weight.
+# Training: one job per (dataset, method, seed), one more per COCO pipeline of
+# data.coco.train_pipelines other than the primary (train_under), plus the bottleneck sweep.
 # The declared output is the run record run.json ({"status": "finished" | "diverged", ...}):
 # a run that diverged is a result too, and its evaluation says so. model.pt (finished runs
 # only) and ckpt.pt are not declared: the run folder keeps ckpt.pt across failed/preempted
@@ -34,6 +35,23 @@ rule train:
         "slotcov train --config {params.config} --cell {wildcards.dataset}/{wildcards.method} "
         "--seed {wildcards.seed} {params.sets} {params.data} --out {params.run} --drop-stale-checkpoint "
         "> {log} 2>&1"
+
+
+# A COCO cell trained under a pipeline of data.coco.train_pipelines other than the primary:
+# the same job on that pipeline's training split and features, in its own run folder (RUN_UNDER).
+if COCO_OTHER_TRAIN:
+
+    use rule train as train_under with:
+        output:
+            f"{RUN_UNDER}/run.json",
+        wildcard_constraints:
+            dataset="coco",
+            method="|".join(TRAINED_METHODS),
+            pipeline="|".join(COCO_OTHER_TRAIN),
+        log:
+            "logs/train/{dataset}/{method}/seed{seed}-{pipeline}.log",
+        benchmark:
+            "logs/bench/train/{dataset}/{method}/seed{seed}-{pipeline}.tsv"
 
 
 # The bottleneck sweep: the same job with `--set reg.cov_weight={beta}` (set_flags, cell_config) in its own folder.

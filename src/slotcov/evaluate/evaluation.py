@@ -2,21 +2,26 @@
 
 Predicted masks are resized to the ground-truth resolution (bilinear, as in DINOSAUR's
 evaluation, or nearest, as in the paper authors' DINOSAUR evaluation) and arg-maxed over slots.
-Writes a metrics JSON (numbers only), a provenance JSON (--provenance: results/provenance/...,
-where DVC does not read it as metrics) and a samples NPZ for the figures. The run is read through
-its record run.json: a run trained with other settings than the config gives is refused; a run
-that diverged gets `{"diverged": 1, "diverged_step": N}` and a samples NPZ holding only the flag
+Writes a metrics JSON (the result numbers of METRIC_KEYS: what DVC shows), a details JSON
+(--details: every other number), a provenance JSON (--provenance: results/provenance/..., where
+DVC does not read it as metrics) and a samples NPZ for the figures. The run is read through its
+record run.json: a run trained with other settings than the config gives is refused; a run that
+diverged gets `{"diverged": 1, "diverged_step": N}` and a samples NPZ holding only the flag
 `diverged` (figures skip it); a finished run's metrics carry `"diverged": 0`. Provenance names the
 scored run (`run_id`, its training inputs' digests).
 
-A COCO cell is evaluated under every COCO pipeline given (`--pipeline NAME DATA FEATURES`,
-docs/fidelity.md "COCO pipelines and FG-ARI"): the metrics JSON holds the primary pipeline's
-numbers at the top level, `"pipeline": <primary>`, and `"pipelines": {name: numbers}`. COCO
-numbers also carry `fg_ari_authors`, the paper authors' batch FG-ARI over consecutive batches
-of AUTHORS_BATCH images in file order, and how far it moves each image's score. `slot_cov` is the covariance loss
-(squared off-diagonal covariance / D^2) of the raw slots of every evaluation image: how
-much the slot dimensions co-vary, the quantity the bottleneck sweep plots against beta. `stripe` is the
-mean over images of `metrics.stripe_score` of the arg-max masks FG-ARI scores (1 = compact masks).
+COCO (docs/fidelity.md "COCO pipelines and FG-ARI"): each `--pipeline NAME DATA FEATURES` is
+scored with the model trained under that pipeline (`--run` for the primary, `--pipeline-run NAME
+RUN` for the others; a run trained under another pipeline is refused), block masks under every
+pipeline given. The metrics JSON holds the primary pipeline's numbers; the details JSON holds
+`"pipeline": <primary>` and `"pipelines": {name: numbers of the model trained and scored under
+name}`. COCO numbers also carry `fg_ari_authors`, the paper authors' batch FG-ARI over consecutive
+batches of AUTHORS_BATCH images in file order, and how far it moves each image's score.
+`slot_cov` is the covariance loss (squared off-diagonal covariance / D^2) of the raw slots of every
+evaluation image: how much the slot dimensions co-vary, the quantity the bottleneck sweep plots
+against beta. `stripe` is the mean over images of `metrics.stripe_score`
+of the arg-max masks FG-ARI scores (1 = compact masks). A numeric `--set KEY=VALUE` (the sweep's
+`reg.cov_weight`) is recorded in the metrics file under KEY.
 """
 from __future__ import annotations
 
@@ -267,6 +272,55 @@ def diverged_result(record: dict) -> dict:
     return {"diverged": 1, "diverged_step": record["step"]}
 
 
+# What a metrics file holds: the result numbers `dvc metrics show` lists, the same few keys for every
+# cell. Everything else an evaluation computes (image counts, the authors' FG-ARI and how far it moves
+# the score, the primary pipeline's name, every pipeline's section) goes to the details file.
+METRIC_KEYS = ("fg_ari", "mbo", "mse", "slot_cov", "stripe", "diverged", "diverged_step")
+
+
+def write_result(result: dict, out, details, keys=METRIC_KEYS) -> dict:
+    """Write `result` as a metrics file (its `keys`) and a details file (the rest); return the metrics."""
+    metrics = {k: v for k, v in result.items() if k in keys}
+    write_json(details, {k: v for k, v in result.items() if k not in keys})
+    write_json(out, metrics)
+    return metrics
+
+
+def _check_trained_on(name: str, run_dir, record: dict) -> None:
+    """A model is scored under a COCO pipeline only if its run record says it was trained under that one."""
+    trained = identity.provenance_fields(record).get("train_pipeline")
+    if trained and trained != name:
+        raise UserError(f"{run_dir} was trained under the pipeline '{trained}', not '{name}': a model is scored "
+                        f"only on the pipeline it was trained under; pass the run trained under '{name}'")
+
+
+def _run_dirs(args, runs: dict, primary: str) -> dict:
+    """Pipeline name -> the run folder of the model scored under it (`--run` for the primary)."""
+    if not args.run:
+        raise UserError(f"--run is required for {args.cell}")
+    under = {name: path for name, path in args.pipeline_run}
+    for name in under:
+        if name not in runs or name == primary:
+            raise UserError(f"--pipeline-run {name}: name a --pipeline other than the primary ({primary}); "
+                            "the primary's model is --run")
+    for name in runs:
+        if name not in under and name != primary:
+            raise UserError(f"{args.cell}: no model trained under the pipeline '{name}'; pass --pipeline-run {name} "
+                            f"RUN (a run trained on its features) or leave out --pipeline {name}")
+    return {primary: args.run, **under}
+
+
+def _pipelines_note(runs: dict, records: dict) -> str:
+    """Provenance: the pipeline each section was scored on and the one its model was trained on."""
+    def trained(name):
+        record = records.get(name)
+        if record is None:
+            return "not trained"
+        pipeline = identity.provenance_fields(record).get("train_pipeline", "unrecorded")
+        return f"trained on {pipeline} (run {record['run_id']})"
+    return "; ".join(f"{name}: scored on {name}, {trained(name)}" for name in runs)
+
+
 def cli_evaluate(argv: list[str]) -> int:
     import argparse
 
@@ -280,12 +334,19 @@ def cli_evaluate(argv: list[str]) -> int:
                                 description="Evaluate a trained cell (or the block-masks baseline) on a split.")
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--cell", required=True, help="DATASET/METHOD; coco/blockmasks needs no --run")
-    p.add_argument("--run", help="run folder (run.json; model.pt when the run finished)")
+    p.add_argument("--run", help="run folder (run.json; model.pt when the run finished); COCO: the model trained "
+                                 "under the primary pipeline")
     p.add_argument("--data", help="prepared evaluation split (ColoredMDSprites)")
     p.add_argument("--pipeline", nargs=3, action="append", metavar=("NAME", "DATA", "FEATURES"), default=[],
                    help="COCO: a pipeline of data.coco.pipelines, its prepared split and feature store (repeatable)")
+    p.add_argument("--pipeline-run", nargs=2, action="append", metavar=("NAME", "RUN"), default=[],
+                   help="COCO: the run folder of the model trained under pipeline NAME (each --pipeline other "
+                        "than the primary; a model is scored only under the pipeline it was trained under)")
     p.add_argument("--primary", help="COCO: the pipeline whose numbers go to the top level (default: the first)")
-    p.add_argument("--out", required=True, help="metrics JSON (numbers only: the DVC metrics)")
+    p.add_argument("--out", required=True, help="metrics JSON: the result numbers only (the DVC metrics)")
+    p.add_argument("--details", required=True, metavar="PATH",
+                   help="details JSON (counts, the authors' FG-ARI, every COCO pipeline's numbers), "
+                        "e.g. results/details/metrics/...")
     p.add_argument("--provenance", required=True, metavar="PATH",
                    help="provenance JSON (commit, versions, device, times), e.g. results/provenance/metrics/...")
     p.add_argument("--samples", help="NPZ of the first images, masks and reconstructions (figures; primary pipeline)")
@@ -311,48 +372,48 @@ def cli_evaluate(argv: list[str]) -> int:
         raise UserError(f"--primary {primary} is not one of the --pipeline names ({', '.join(runs)})")
     for name, (data, _) in runs.items() if coco else ():
         _check_scored_on(name, Path(data))
+    trained = args.cell != "coco/blockmasks"
+    run_dirs = _run_dirs(args, runs, primary) if trained else {}
+    records, cfgs = {}, {}
+    for name, run_dir in run_dirs.items():
+        records[name], cfgs[name] = scored_run(config, args.config, args.cell, run_dir, args.seed, args.set)
+        if coco:
+            _check_trained_on(name, run_dir, records[name])
     device = str(resolve_device(args.device))
-    model, cfg, record = None, None, None
-    if args.cell != "coco/blockmasks":
-        if not args.run:
-            raise UserError(f"--run is required for {args.cell}")
-        record, cfg = scored_run(config, args.config, args.cell, args.run, args.seed, args.set)
-        if record["status"] == "finished":
-            model, _, cfg = load_trained(args.run, device)
     results, samples = {}, None
     for name, (data, feats) in runs.items():
-        if record is not None and model is None:
-            break  # a diverged run: no model to score
-        dataset = open_dataset(args.cell.split("/")[0], data, feats)
-        if model is None:
-            results[name] = evaluate_blockmasks(dataset, C.block_mask_slots(config), batch_size,
-                                                authors_metric=coco)
+        if not trained:
+            results[name] = evaluate_blockmasks(open_dataset("coco", data, feats), C.block_mask_slots(config),
+                                                batch_size, authors_metric=coco)
             continue
+        if records[name]["status"] == "diverged":
+            results[name] = diverged_result(records[name])
+            continue
+        model, _, cfgs[name] = load_trained(run_dirs[name], device)
         upsample = _coco_pipeline(config, name)["mask_upsample"] if coco else "bilinear"
-        results[name], s = evaluate_model(model, dataset, batch_size, n_samples if name == primary else 0,
-                                          device, upsample=upsample, authors_metric=coco)
+        results[name], s = evaluate_model(model, open_dataset(args.cell.split("/")[0], data, feats), batch_size,
+                                          n_samples if name == primary else 0, device, upsample=upsample,
+                                          authors_metric=coco)
+        results[name]["diverged"] = 0
         samples = s if name == primary else samples
-    if record is not None and record["status"] == "diverged":
-        metrics, samples = diverged_result(record), {"diverged": np.array(1)}  # figures skip such samples
-    else:
-        metrics = dict(results[primary])
-        if coco:
-            metrics.update(pipeline=primary, pipelines=results)
-        if record is not None:
-            metrics["diverged"] = 0
-    metrics.update(set_numbers(args.set))
-    out = Path(args.out)
+    result = dict(results[primary])
+    if coco:
+        result.update(pipeline=primary, pipelines=results)
+    if result.get("diverged") == 1:
+        samples = {"diverged": np.array(1)}  # figures skip such samples
+    sets = set_numbers(args.set)
+    result.update(sets)
     data_dir, feats = runs[primary]
-    prov = provenance(config, args.cell, cfg, Path(args.run) if args.run else None, Path(data_dir),
+    prov = provenance(config, args.cell, cfgs.get(primary), Path(args.run) if trained else None, Path(data_dir),
                       Path(feats) if feats else None, device)
     if coco:
-        prov["eval_pipelines"] = ", ".join(runs)
-    if record is not None:
-        prov.update(identity.provenance_fields(record))
+        prov["pipelines"] = _pipelines_note(runs, records)
+    if trained:
+        prov.update(identity.provenance_fields(records[primary]))
     write_json(args.provenance, prov)
     if samples is not None and args.samples:
         with atomic_path(args.samples, suffix=".npz") as tmp:
             np.savez_compressed(tmp, **samples)
-    write_json(out, metrics)
+    metrics = write_result(result, args.out, args.details, METRIC_KEYS + tuple(sets))
     print(json.dumps({"cell": args.cell, **metrics}), file=sys.stdout)
     return 0

@@ -36,6 +36,8 @@ OUTPUTS = 10
 TERMS = ("color", "scale", "x", "y", "shape")  # the loss terms, in the last axis of pair_losses
 INVISIBLE_COST = 1e5
 METRIC = {"shape": "shape_acc", "color": "color_r2", "scale": "scale_r2", "x": "x_r2", "y": "y_r2"}
+# What a probe file holds (the DVC metrics); the scene and object counts and the stopping step go to its details file.
+PROBE_KEYS = (*METRIC.values(), "diverged", "diverged_step")
 
 
 def make_probe(slot_dim: int, hidden: int = 256) -> nn.Sequential:
@@ -240,7 +242,7 @@ def cli_probe(argv: list[str]) -> int:
     from slotcov.train import identity
     from slotcov.cells import PAPER_CELLS
     from slotcov.data import open_dataset
-    from slotcov.evaluate.evaluation import diverged_result, provenance, scored_run
+    from slotcov.evaluate.evaluation import diverged_result, provenance, scored_run, write_result
     from slotcov.io import write_json
     from slotcov.io import resolve_device
     from slotcov.train.loop import load_trained
@@ -250,7 +252,10 @@ def cli_probe(argv: list[str]) -> int:
     p.add_argument("--cell", required=True, help="cmdsprites/METHOD")
     p.add_argument("--run", required=True, help="run folder (run.json; model.pt when the run finished)")
     p.add_argument("--data", required=True, help="the probe split: training, validation, then test scenes")
-    p.add_argument("--out", required=True, help="probe JSON (numbers only: the DVC metrics)")
+    p.add_argument("--out", required=True, help="probe JSON: the five scores and `diverged` (the DVC metrics)")
+    p.add_argument("--details", required=True, metavar="PATH",
+                   help="details JSON (scene and object counts, the step the probe stopped), "
+                        "e.g. results/details/probe/...")
     p.add_argument("--provenance", required=True, metavar="PATH",
                    help="provenance JSON, e.g. results/provenance/probe/...")
     p.add_argument("--device", default="auto")
@@ -274,6 +279,6 @@ def cli_probe(argv: list[str]) -> int:
     prov.update(probe_protocol=config["probe"]["protocol"],
                 probe_resample_slots=str(config["probe"]["resample_slots"]).lower())
     write_json(args.provenance, {**prov, **identity.provenance_fields(record)})
-    write_json(args.out, result)
-    print(json.dumps({"cell": args.cell, **result}), file=sys.stdout)
+    metrics = write_result(result, args.out, args.details, PROBE_KEYS)
+    print(json.dumps({"cell": args.cell, **metrics}), file=sys.stdout)
     return 0

@@ -11,7 +11,9 @@ The family of the claims' primary tests is corrected with Holm's procedure (fami
 one-sided); the interval of each claim is at its Holm level. A diverged seed counts in the failure
 rate and never in a mean. The paper's single run is held against a 95% prediction interval for one
 run. Secondary rows (the other comparisons of a claim, the other COCO pipeline and FG-ARI code) are
-judged at ALPHA without correction and are labelled so.
+judged at ALPHA without correction and are labelled so. A test under a COCO pipeline reads the numbers
+of the models trained and scored under that pipeline (the details files' `pipelines.<name>`): "not run"
+where no model was trained under it (data.coco.train_pipelines).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from slotcov import paper
 from slotcov.report import decide
 from slotcov.cells import EVAL_ONLY
 from slotcov.errors import UserError
-from slotcov.report.results import read_json
+from slotcov.report.results import read_json, read_result
 
 ALPHA = 0.05  # family-wise error of the decisive verdicts over the claims' primary tests
 PI_LEVEL = 0.95  # the prediction interval the paper's single run is held against
@@ -69,10 +71,12 @@ def _diverged(data: dict) -> bool:
     return data.get("diverged") == 1
 
 
-def _section(data: dict, pipeline: str | None) -> dict:
-    """The numbers of one COCO pipeline: `pipelines.<name>` where the file has that section, else its top level."""
+def _section(data: dict, pipeline: str | None) -> dict | None:
+    """The numbers of one COCO pipeline: `pipelines.<name>` (the model trained and scored under it) where the
+    file has sections, None where it has sections but none for that pipeline (no model trained under it);
+    a file without sections (ColoredMDSprites): its top level."""
     if pipeline and isinstance(data.get("pipelines"), dict):
-        return data["pipelines"].get(pipeline) or {}
+        return data["pipelines"].get(pipeline)
     return data
 
 
@@ -109,14 +113,15 @@ def read_side(results, cell: str, test: dict, metric=None, pipeline=None) -> dic
         return side
     folder = "metrics" if test["source"] == "failures" else test["source"]
     for seed, path in _seed_paths(results / folder / cell, "seed*.json").items():
-        data = read_json(path)
+        section = _section(read_result(results, path), pipeline)  # the details file's numbers merged in
+        if section is None:
+            continue  # no model of this seed trained under `pipeline`: not run there
         side["found"].add(seed)
         if test["source"] == "failures":
-            side["values"][seed] = 1.0 if _diverged(data) else 0.0
-        elif _diverged(data):
+            side["values"][seed] = 1.0 if _diverged(section) else 0.0
+        elif _diverged(section):
             side["diverged"].add(seed)
         else:
-            section = _section(data, pipeline)
             keys = key if isinstance(key, tuple) else (key,)
             nums = [_number(section.get(k)) for k in keys]
             _add(side, seed, None if None in nums else float(np.mean(nums)), "+".join(keys), test["transform"])
@@ -132,11 +137,11 @@ def failure_rate(results, source: str, cell: str) -> tuple[int, int]:
 
 
 def coco_variants(results) -> tuple[list[str], list[str]]:
-    """COCO pipelines named in the metrics files (["authors"] when none has a `pipelines` section) and the
-    FG-ARI keys present."""
+    """COCO pipelines named in the metrics and details files (["authors"] when none has a `pipelines`
+    section) and the FG-ARI keys present."""
     pipelines, metrics = set(), ["fg_ari"]
     for path in Path(results, "metrics", "coco").glob("*/seed*.json"):
-        data = read_json(path)
+        data = read_result(results, path)
         sections = data.get("pipelines") or {}
         pipelines |= set(sections)
         if "fg_ari_authors" in data or any("fg_ari_authors" in s for s in sections.values()):
@@ -150,11 +155,12 @@ def _trained(side) -> bool:
     return isinstance(side, str) and side not in EVAL_ONLY
 
 
-def _refusal(test: dict, sides: dict) -> tuple[str, str] | None:
+def _refusal(test: dict, sides: dict, pipeline: str | None = None) -> tuple[str, str] | None:
     """(verdict, why) when a test cannot be judged: a side not run, or a trained side too thin for a verdict."""
     for cell, s in sides.items():
         if not s["found"]:
-            return "not run", f"no result for {cell}"
+            under = f" under the {pipeline} pipeline" if pipeline and cell.startswith("coco/") else ""
+            return "not run", f"no result for {cell}{under}"
         if test["source"] != "failures" and not s["values"] and not s["diverged"] and not s["degenerate"]:
             key = test["value"] if isinstance(test["value"], str) else "+".join(test["value"])
             return "not run", f"no `{key}` in the results of {cell}"
@@ -252,7 +258,7 @@ def judge(results, claim: dict, test: dict, role: str, metric=None, pipeline="de
            "failed_a": failed[0], "failed_b": failed[1], "method": "", "_stats": None, "_sides": sides}
     row["n_seeds"] = min(_n_finished(test, s) for c, s in sides.items() if _trained(c))
     row["effect"] = _point_effect(test, sa, sb, b_cell)
-    refused = _refusal(test, sides)
+    refused = _refusal(test, sides, pipeline)
     if refused:
         return row | {"verdict": refused[0], "why": refused[1]}
     st = _stats(test, region, sa, sb, b_cell)

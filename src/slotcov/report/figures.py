@@ -163,17 +163,19 @@ def _grid_figure(panels: list[list[np.ndarray]], col_labels: list[str], row_labe
 # ----------------------------------------------------------------------------- plots
 
 def _curves_figure(logs: dict[str, pd.DataFrame], title: str):
-    """One panel per logged term (all-zero terms left out), one line per run: colour = method, style = seed."""
+    """One panel per logged term (all-zero terms left out), one line per run: colour = method, style = seed
+    (and COCO pipeline, for runs trained under another than the primary: "seed0-dinosaur")."""
     import matplotlib.pyplot as plt
 
     from slotcov.train.losses import TERMS  # imports torch: only where curves are drawn
 
     methods = sorted({name.split("/")[0] for name in logs})
+    runs = sorted({name.split("/")[1] for name in logs})
     styles = ["-", "--", ":", "-."]
 
     def look(name):
-        method, seed = name.split("/")
-        return {"color": f"C{methods.index(method) % 10}", "linestyle": styles[int(seed.removeprefix("seed")) % 4]}
+        method, run = name.split("/")
+        return {"color": f"C{methods.index(method) % 10}", "linestyle": styles[runs.index(run) % 4]}
 
     terms = [t for t in ["loss", "recon", *TERMS, "grad_norm", "lr"]
              if any(t in d and d[t].abs().sum() > 0 for d in logs.values())]

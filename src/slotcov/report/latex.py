@@ -80,7 +80,7 @@ METRIC_INTRO = (
     "at a time: unless some image of the batch has a zero denominator, it scores every image whose "
     "foreground is a single object 1.0, whatever the prediction. Its zero test runs in float32 and misses "
     "some exact zeros (\\texttt{fg\\_ari\\_authors\\_float32\\_batches} counts the batches it sent down "
-    "the other rule). Every COCO metrics file here carries "
+    "the other rule). Every COCO result here (its details file) carries "
     "both that score (\\texttt{fg\\_ari\\_authors}, consecutive batches of 64 in file order; the authors' "
     "loader shuffled, so their batches, and scores, varied) and the correct one (\\texttt{fg\\_ari}).")
 

@@ -148,11 +148,11 @@ def _label(key: str) -> str:
 
 def _column(dataset: str, metric: str, with_dataset: bool) -> str:
     """A column head naming the dataset, the COCO pipeline and the FG-ARI implementation of its numbers
-    (a pipeline section is scored on inputs the models were not trained on: a cross-pipeline column)."""
+    (a pipeline section holds the models trained and scored under that pipeline)."""
     if metric == "fg_ari_authors":
         text = "FG-ARI, authors' code"
     elif metric.endswith(".fg_ari"):
-        text = f"FG-ARI, {metric.split('.')[0]} inputs (cross-pipeline)"
+        text = f"FG-ARI, trained and scored under {metric.split('.')[0]}"
     else:
         text = "FG-ARI" if metric == "fg_ari" else _label(metric)
     return f"{_label(dataset)}: {text}" if with_dataset else text

@@ -40,23 +40,38 @@ def read_json(path: Path) -> dict:
         raise UserError(f"{path}: unreadable JSON ({err}); delete it and rerun the step that writes it") from err
 
 
+def details_file(results_dir, path) -> Path:
+    """The details file of a result file: results/details/<its path under results/>."""
+    return Path(results_dir, "details", Path(path).relative_to(results_dir))
+
+
+def read_result(results_dir, path) -> dict:
+    """A metrics or probe file with its details file (counts, the authors' FG-ARI, the COCO pipelines'
+    sections; written beside it by `slotcov evaluate --details`) merged in, where that exists."""
+    data = read_json(Path(path))
+    details = details_file(results_dir, path)
+    return {**read_json(details), **data} if details.exists() else data
+
+
 def _numbers(data: dict, prefix: str = "") -> dict:
     return {prefix + k: v for k, v in data.items() if isinstance(v, (int, float))}
 
 
 def load_results(results_dir, kind: str = "metrics") -> pd.DataFrame:
-    """One row per result file under results/{kind}/{dataset}/{method}/seed{N}.json, provenance joined.
+    """One row per result file under results/{kind}/{dataset}/{method}/seed{N}.json, details and provenance joined.
 
-    Provenance (results/provenance/{kind}/<same relative path>) columns are prefixed `prov_`;
-    `has_prov` says whether that file existed. A COCO file's pipeline sections become columns
-    `<pipeline>.<key>` (`dinosaur.fg_ari`), its primary pipeline's name the column `pipeline`.
+    The details file (results/details/{kind}/<same relative path>) adds its numbers; provenance
+    (results/provenance/{kind}/<same relative path>) columns are prefixed `prov_`; `has_prov` says
+    whether that file existed. A COCO file's pipeline sections (numbers of the model trained and
+    scored under that pipeline) become columns `<pipeline>.<key>` (`dinosaur.fg_ari`), its primary
+    pipeline's name the column `pipeline`.
     """
     rows = []
     for path in sorted(Path(results_dir, kind).glob("*/*/seed*.json")):
         if path.name.endswith(".provenance.json"):
             continue
         row = {"dataset": path.parent.parent.name, "method": path.parent.name, "seed": seed_of(path)}
-        data = read_json(path)
+        data = read_result(results_dir, path)
         row.update(_numbers(data))
         for name, section in (data.get("pipelines") or {}).items():
             row.update(_numbers(section, f"{name}."))
@@ -89,7 +104,8 @@ def load_sweep(results_dir) -> pd.DataFrame:
 
 
 def load_logs(results_dir, dataset: str) -> dict[str, pd.DataFrame]:
-    """Training logs of a dataset with rows: "method/seedN" -> results/runs/{dataset}/{method}/seedN/log.csv."""
+    """Training logs of a dataset with rows: "method/seedN" -> results/runs/{dataset}/{method}/seedN/log.csv
+    ("method/seedN-PIPELINE" for a COCO run trained under another pipeline than the primary)."""
     logs = {}
     for path in sorted(Path(results_dir, "runs", dataset).glob("*/seed*/log.csv")):
         d = pd.read_csv(path)
@@ -127,7 +143,8 @@ def claims_file(claims_dir, name: str) -> Path | None:
 
 def provenance_table(results_dir) -> list[list[str]]:
     """One row (PROVENANCE_HEADER) per metrics and probing file: where and how its number was produced
-    (Pipeline: the one scored on, and the one trained on where that differs)."""
+    (Pipeline: the primary one scored on, the one trained on where that differs, then every other pipeline
+    with a section: a model trained and scored under it, or block masks scored under it)."""
     rows = []
     for kind in ["metrics", "probe"]:
         df = load_results(results_dir, kind).sort_values(["dataset", "method", "seed"])
@@ -143,6 +160,8 @@ def provenance_table(results_dir) -> list[list[str]]:
             cell = f"{r['dataset']}/{r['method']}" + (" (probe)" if kind == "probe" else "")
             trained = get("train_pipeline")
             pipeline = get("pipeline") + (f" (trained: {trained})" if trained not in ("--", get("pipeline")) else "")
+            pipeline += "".join(f", {p}" for p in paper.COCO_PIPELINES if p not in (get("pipeline"), r.get("pipeline"))
+                                and (pd.notna(r.get(f"{p}.fg_ari", np.nan)) or r.get(f"{p}.diverged") == 1))
             rows.append([cell, str(r["seed"]), get("git_commit")[:8], get("preset"), pipeline,
                          f"{get('dataset_kind')} / {get('encoder_weights')}", get("device"), wall])
     return rows

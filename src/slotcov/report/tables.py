@@ -106,38 +106,66 @@ def _note_detail(key: str, details: list[str]) -> str:
             "each cell's list: provenance field non_paper")
 
 
+def _seed_runs(sel: pd.DataFrame, metric: str) -> tuple[pd.Series, pd.Series]:
+    """Per row of `sel` (one seed's files): whether a run counts for `metric`'s column and whether it diverged.
+
+    A plain metric is the primary pipeline's: every seed's file is a run, its `diverged` flag says which
+    stopped. A pipeline's column (`dinosaur.fg_ari`) counts only the seeds with a model trained and scored
+    under that pipeline (block masks: scored), flagged by that section's `diverged`.
+    """
+    section = metric.split(".")[0] + "." if "." in metric else ""
+    flag = section + "diverged"
+    diverged = sel[flag].eq(1) if flag in sel else pd.Series(False, index=sel.index)
+    if not section:
+        return pd.Series(True, index=sel.index), diverged
+    found = sel[metric].notna() if metric in sel else pd.Series(False, index=sel.index)
+    return found | diverged, diverged
+
+
+def _column_stats(sel: pd.DataFrame, methods: list[str], metric: str) -> pd.DataFrame:
+    """One table column per method: mean, std (ddof 1), n and seeds over the seeds that finished, and
+    n_diverged of the n_runs seeds found (_seed_runs)."""
+    found, diverged = _seed_runs(sel, metric)
+    runs = diverged[found].groupby(sel.loc[found, "method"]).agg(["size", "sum"])
+    done = sel[found & ~diverged]  # a diverged seed has no numbers and never enters a mean
+    values = done[["method", "seed", metric]].dropna() if metric in done else pd.DataFrame(
+        columns=["method", "seed", metric])
+    stats = values.groupby("method").agg(mean=(metric, "mean"), std=(metric, "std"), n=(metric, "size"),
+                                         seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))))
+    out = stats.reindex(methods).rename_axis("method").reset_index()
+    out.insert(1, "metric", metric)
+    out["n_diverged"] = out["method"].map(runs["sum"]).fillna(0).astype(int)
+    out["n_runs"] = out["method"].map(runs["size"]).fillna(0).astype(int)
+    return out
+
+
 def summarize(df: pd.DataFrame, dataset: str, methods: list[str], metrics: list[str],
               paper_values: dict) -> pd.DataFrame:
     """Long table: one row per (method, metric) with mean, std (ddof 1), n, seeds, paper, marks.
 
     mean, std, n and seeds are over the seeds that finished; n_diverged of the n_runs seeds found
-    diverged (their files hold `"diverged": 1` and no numbers).
+    diverged (their files hold `"diverged": 1` and no numbers), per column (_seed_runs).
     """
     sel = df[df["dataset"] == dataset]
-    diverged = sel["diverged"].eq(1) if "diverged" in sel else pd.Series(False, index=sel.index)
-    runs = diverged.groupby(sel["method"]).agg(["size", "sum"])  # seeds found, seeds diverged
-    sel = sel[~diverged]  # a diverged seed has no numbers and never enters a mean
-    long = (sel.melt(id_vars=["method", "seed"], value_vars=[m for m in metrics if m in sel], var_name="metric")
-            .dropna(subset=["value"]))
-    stats = long.groupby(["method", "metric"]).agg(
-        mean=("value", "mean"), std=("value", "std"), n=("value", "size"),
-        seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))))
-    out = stats.reindex(pd.MultiIndex.from_product([methods, metrics], names=["method", "metric"])).reset_index()
+    rank = {name: i for i, name in enumerate(methods + metrics)}  # method-major, in the order given
+    out = (pd.concat([_column_stats(sel, methods, metric) for metric in metrics], ignore_index=True)
+           .sort_values(["method", "metric"], key=lambda col: col.map(rank), kind="stable").reset_index(drop=True))
     out[["mean", "std"]] = out[["mean", "std"]].astype(float)
     out["n"] = out["n"].fillna(0).astype(int)
     out["seeds"] = out["seeds"].astype(object).fillna("")
-    out["n_diverged"] = out["method"].map(runs["sum"]).fillna(0).astype(int)
-    out["n_runs"] = out["method"].map(runs["size"]).fillna(0).astype(int)
+    out = out[["method", "metric", "mean", "std", "n", "seeds", "n_diverged", "n_runs"]]
     out.insert(0, "dataset", dataset)
     out["paper"] = [paper_values.get(key, np.nan) for key in zip(out["method"], out["metric"])]
-    detail = {m: _marks(g, dataset, m) for m, g in sel.groupby("method")}
+    finished = sel[~_seed_runs(sel, "fg_ari")[1]]  # marks: the settings of the seeds that finished
+    detail = {m: _marks(g, dataset, m) for m, g in finished.groupby("method")}
     out["_detail"] = [detail.get(m, {}) for m in out["method"]]
     out.insert(len(out.columns) - 1, "marks", [";".join(d) for d in out["_detail"]])
     return out
 
 
 def coco_metrics(other: str) -> list[str]:
-    """Table columns of a COCO cell: primary FG-ARI, the `other` pipeline's, the authors' FG-ARI on the primary."""
+    """Table columns of a COCO cell: primary FG-ARI, that of the models trained and scored under the `other`
+    pipeline (-- where none was: data.coco.train_pipelines), the authors' FG-ARI on the primary."""
     return ["fg_ari", f"{other}.fg_ari", "fg_ari_authors"]
 
 
@@ -226,13 +254,12 @@ def _coco_header(s: pd.DataFrame) -> tuple[str, str]:
     """COCO column heads and the note that says which pipeline and metric each column is."""
     other = next(m for m in s["metric"] if "." in m).split(".")[0]
     primary = next(n for n in paper.COCO_PIPELINES if n != other)
-    head = f"{primary} & {other}, cross-pipeline & {primary}, authors' metric & paper"
-    note = (f"COCO columns: FG-ARI under the {primary} pipeline, the one every COCO model was trained on (the "
-            f"tables' primary pipeline); FG-ARI of the same models on the {other} pipeline's evaluation "
-            f"inputs, a cross-pipeline robustness column (inputs the models were not trained on, not "
-            f"DINOSAUR's evaluation of such a model; block masks are not trained, so theirs is a plain score); "
-            f"and the paper authors' FG-ARI code (64-image batches in file order) under the {primary} pipeline. "
-            "The paper's COCO values came from the authors' pipeline and FG-ARI code "
+    head = f"{primary} & {other}-trained & {primary}, authors' metric & paper"
+    note = (f"COCO columns: FG-ARI of the models trained and scored under the {primary} pipeline (the tables' "
+            f"primary pipeline); FG-ARI of the models trained and scored under the {other} pipeline, -- where "
+            f"no model was trained under it (data.coco.train_pipelines; block masks are not trained and are "
+            f"scored under both); and the paper authors' FG-ARI code (64-image batches in file order) under the "
+            f"{primary} pipeline. The paper's COCO values came from the authors' pipeline and FG-ARI code "
             "(their loader shuffled, so their batches differed).")
     return head, tex_escape(note)
 
