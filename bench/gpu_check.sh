@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 20's GPU measurements in one run of under 8 minutes on one H100/H200 (a lent machine's time
-# is short). From the repository root:   bash bench/gpu_check.sh
+# The GPU measurements of docs/performance.md in one run of under 8 minutes on one H100/H200 class
+# card. From the repository root:   bash bench/gpu_check.sh
 # Writes bench/results.json entries under the card's name (earlier entries stay):
 #   train_cmdsprites_sa_{fp32,bf16}, train_coco_dinosaur_{fp32,bf16}  trainer vs eager fp32 baseline
 #   data_wait_cmdsprites_sa, data_wait_coco_dinosaur                 fraction of step time waiting for data

@@ -79,3 +79,12 @@ def test_snakemake_version_agrees():
     snakefile = re.search(r'min_version\("([\d.]+)"\)', (ROOT / "Snakefile").read_text())[1]
     (pin,) = re.findall(r'^\s*"snakemake\s*([<>=!~][^"]*)"', (ROOT / "pyproject.toml").read_text(), re.M)
     assert pin.replace(" ", "") == f">={snakefile}", (pin, snakefile)
+
+
+def test_the_readme_fits_one_screen_and_the_docs_speak_of_the_project():
+    """The README stays short (details live in docs/), and no doc tells how it was written."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 120
+    history = re.compile(r"\bissue\s+#?\d+|\bissue's\b|\blent\b|\bthis task\b|\bthe task that\b|\bsession\b", re.I)
+    for doc in DOCS:
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            assert not history.search(line), f"{doc.name}:{n}: {line.strip()}"
