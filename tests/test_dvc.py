@@ -190,8 +190,10 @@ def test_plots_show_draws_a_chart_per_term_a_line_per_run_and_the_figures(dvc_al
     proc = dvc(dvc_all, "plots", "show", "--json")
     charts, errors = plot_charts(proc)
     assert errors == [] and "failed to load" not in proc.stderr, errors or proc.stderr
-    runs = {c.split("/")[0] + "-" + c.split("/")[1] + "-seed0" for c in yaml.safe_load(
-        (dvc_all / PRESET).read_text())["cells"] if c != "coco/blockmasks"}
+    from slotcov.cells import EVAL_ONLY
+    from slotcov.config import load
+
+    runs = {c.replace("/", "-") + "-seed0" for c in load(dvc_all / PRESET)["cells"] if c not in EVAL_ONLY}
     (loss,) = charts["reports/plots/loss.csv"]
     assert loss["type"] == "vega" and {row["run"] for row in loss["content"]["data"]["values"]} == runs
     assert loss["content"]["encoding"]["color"]["field"] == "run"  # one line per run (.dvc/plots/runs.json)

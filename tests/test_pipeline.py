@@ -61,10 +61,7 @@ def test_test_preset_makes_every_table_figure_and_the_report(finished_all):
         curves = pd.read_csv(repo / "reports" / "plots" / f"{term}.csv")
         assert list(curves.columns) == ["step", term, "run"], term
     runs = set(pd.read_csv(repo / "reports" / "plots" / "loss.csv")["run"])
-    assert runs == {f"{c.replace('/', '-')}-seed0" for c in ("cmdsprites/sa", "cmdsprites/covloss",
-                                                               "cmdsprites/cosineloss", "coco/sa", "coco/dinosaur")
-                    } | {f"coco-{m}-seed0" for m in ("covloss", "cosineloss", "dinosaur_covloss", "dinosaur1024",
-                                                     "dinosaur1024_covloss")}
+    assert runs == {f"{c.replace('/', '-')}-seed0" for c in PAPER_CELLS}  # every trained cell of the preset
     t2 = pd.read_csv(tables / "table2.csv")
     probe = json.loads((repo / "results" / "probe" / "cmdsprites" / "sa" / "seed0.json").read_text())
     shape = t2[(t2.method == "sa") & (t2.metric == "shape_acc")]
@@ -87,7 +84,9 @@ def test_the_ablation_cells_and_the_stripe_score_reach_the_claims_ledger(finishe
             assert data["stripe"] >= 1.0, path
             assert all(section["stripe"] >= 1.0 for section in data.get("pipelines", {}).values()), path
     summary = pd.read_csv(finished_all / "reports" / "claims" / "summary.csv")
-    assert "not run" not in set(summary["verdict"]), summary[summary["verdict"] == "not run"][["id", "why"]]
+    not_run = summary[summary["verdict"] == "not run"]  # only a claim on a pipeline no COCO model trained under
+    assert all("data.coco.train_pipelines must list dinosaur" in why for why in not_run["why"]), not_run[["id", "why"]]
+    assert len(not_run) <= 1, not_run[["id", "why"]]
     for cid in ("C15", "C16", "C20", "C24"):
         assert summary.loc[summary["id"] == cid, "verdict"].item() == "inconclusive", cid
 

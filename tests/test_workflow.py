@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from slotcov import config as C
-from slotcov.cells import EVAL_ONLY
+from slotcov.cells import EVAL_ONLY, methods_of
 from slotcov.paper import TABLE2
 from slotcov.report.figures import FIGURES
 from slotcov.report.tables import TABLES
@@ -26,13 +26,15 @@ def expected_all(config: dict) -> dict[str, int]:
     trained = [c for c in config["cells"] if c not in EVAL_ONLY]
     seeds, sweep = len(config["seeds"]), config.get("sweep", {})
     n_sweep = len(sweep.get("betas", [])) * len(sweep.get("seeds", config["seeds"]))
+    coco = config["data"]["coco"]
+    others = len(coco["train_pipelines"]) - 1  # pipelines a COCO cell also trains under (train_under)
     return {"train": len(trained) * seeds, "evaluate": len(trained) * seeds,
             "probe": sum(c.startswith("cmdsprites/") and c.split("/")[1] in TABLE2 for c in trained) * seeds,
             "evaluate_blockmasks": ("coco/blockmasks" in config["cells"]) * seeds,
-            "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 3, "prepare_coco": 3,
-            "extract_features": 3, "table": len(TABLES), "numbers": 1, "figure": len(FIGURES), "report": 1,
+            "train_sweep": n_sweep, "evaluate_sweep": n_sweep, "convert_mdsprites": 3, "prepare_coco": 3 + others,
+            "extract_features": 3 + others, "table": len(TABLES), "numbers": 1, "figure": len(FIGURES), "report": 1,
             "claims": 1, "plots": 1, "all": 1,
-            "train_under": 0}  # the presets train COCO cells under the primary pipeline only
+            "train_under": sum(c.startswith("coco/") for c in trained) * seeds * others}
 
 
 def test_all_plans_every_cell_of_each_preset(fresh_repo):
@@ -75,7 +77,7 @@ def test_coco_cells_train_under_each_listed_pipeline(fresh_repo):
     (under,) = [line for line in out.splitlines() if "slotcov train" in line and "seed0-dinosaur" in line]
     assert "--data data/coco/train-dinosaur --features data/features/train-dinosaur" in under
     counts, _ = plan(fresh_repo, "all", *both)
-    assert counts["train_under"] == counts["train"] - 3  # every trained COCO cell (3 ColoredMDSprites ones)
+    assert counts["train_under"] == counts["train"] - len(methods_of("cmdsprites"))  # every trained COCO cell
     counts, out = plan(fresh_repo, "-p", "all")
     assert "train_under" not in counts and "--pipeline-run" not in out and "seed0-dinosaur" not in out
     (evaluate,) = [line for line in out.splitlines() if "slotcov evaluate" in line and "coco/dinosaur " in line]

@@ -159,6 +159,9 @@ def _refusal(test: dict, sides: dict, pipeline: str | None = None) -> tuple[str,
     """(verdict, why) when a test cannot be judged: a side not run, or a trained side too thin for a verdict."""
     for cell, s in sides.items():
         if not s["found"]:
+            if pipeline and _trained(cell) and cell.startswith("coco/"):
+                return "not run", (f"no result for {cell} under the {pipeline} pipeline: no model trained under it "
+                                   f"(data.coco.train_pipelines must list {pipeline})")
             under = f" under the {pipeline} pipeline" if pipeline and cell.startswith("coco/") else ""
             return "not run", f"no result for {cell}{under}"
         if test["source"] != "failures" and not s["values"] and not s["diverged"] and not s["degenerate"]:
