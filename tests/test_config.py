@@ -326,7 +326,7 @@ def test_the_schema_names_every_cell_dataset_and_method_of_cells_py():
 
     props = C._schema()["properties"]
     assert props["cells"]["items"]["enum"] == CELLS and C.DEFAULTS["cells"] == CELLS
-    assert list(props["datasets"]["properties"]) == DATASETS == list(props["methods"]["properties"])
+    assert list(props["datasets"]["properties"]) == list(DATASETS) == list(props["methods"]["properties"])
     for dataset in DATASETS:
         assert props["methods"]["properties"][dataset]["propertyNames"]["enum"] == methods_of(dataset)
     assert set(CELLS) == set(PAPER_CELLS) | EVAL_ONLY and methods_of("coco")[-1] == "dinosaur1024_covloss"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import copy
 import json
 
-# The datasets, in table order; a cell is "dataset/method". ColoredMDSprites cells train on images,
-# COCO cells on frozen ViT features of a COCO pipeline's prepared split.
-DATASETS = ["cmdsprites", "coco"]
+# The datasets, in table order, each with the module whose `open_split` serves its prepared splits;
+# a cell is "dataset/method". ColoredMDSprites cells train on images, COCO cells on frozen ViT
+# features of a COCO pipeline's prepared split.
+DATASETS = {"cmdsprites": "slotcov.data.mdsprites", "coco": "slotcov.data.coco"}
 
 
 TRAIN = {  # the shared schedule
@@ -21,6 +22,13 @@ TRAIN = {  # the shared schedule
     "skip_nonfinite": False, "threads": 0,  # threads 0: torch's default
 }
 # Every regulariser key, with the value a method that does not use it has (weights 0).
+# The regulariser's terms, in log order: the name each is logged under (log.csv column, the training
+# curves' panel and DVC plot, the non-finite check) -> the `reg` key of its weight.
+# slotcov.train.losses.regulariser_terms returns a subset; every other list of terms derives from this
+# one; CURVES are the numbers of log.csv drawn as training curves (figures, DVC plots).
+LOSS_TERMS = {"cov": "cov_weight", "var": "var_weight", "cos": "cosine_weight"}
+CURVES = ["loss", "recon", *LOSS_TERMS, "grad_norm", "lr"]
+
 REG = {"method": "none", "projection": None, "cov_weight": 0.0, "var_weight": 0.0, "gamma": 1.0, "eps": 1e-4,
        "cov_divide_by": "d2", "cosine_weight": 0.0, "cosine_margin": 0.2}
 NO_REG = dict(REG)

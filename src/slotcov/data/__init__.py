@@ -25,14 +25,12 @@ class InMemory:
 
 
 def open_dataset(dataset: str, data_dir: str, features_dir: str | None = None):
-    """The prepared split at `data_dir` of `dataset` ("cmdsprites" or "coco") as a dataset object."""
-    if dataset == "cmdsprites":
-        from slotcov.data.mdsprites import MDSpritesArrays
+    """The prepared split at `data_dir` of `dataset` (a name of slotcov.cells.DATASETS) as a dataset object:
+    the `open_split` of the module DATASETS names for it."""
+    import importlib
 
-        return MDSpritesArrays(data_dir)
-    if dataset == "coco":
-        from slotcov.data.coco import CocoArrays
-        from slotcov.data.features import FeatureStore
+    from slotcov.cells import DATASETS
 
-        return CocoArrays(data_dir, features=FeatureStore(features_dir) if features_dir else None)
-    raise ValueError(f"unknown dataset {dataset!r}")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; slotcov.cells.DATASETS: {', '.join(DATASETS)}")
+    return importlib.import_module(DATASETS[dataset]).open_split(data_dir, features_dir)

@@ -242,6 +242,14 @@ def prepare_split(root: str | os.PathLike, split: str, crop: str, out_dir: str |
     return out
 
 
+def open_split(data_dir, features_dir=None) -> "CocoArrays":
+    """A prepared split, with the feature store at `features_dir` if given, as the trainer's dataset object
+    (slotcov.data.open_dataset)."""
+    from slotcov.data.features import FeatureStore
+
+    return CocoArrays(data_dir, features=FeatureStore(features_dir) if features_dir else None)
+
+
 class CocoArrays:
     """A prepared split as a dataset object (docs/design.md): `len()` and `batch(idx)`."""
 

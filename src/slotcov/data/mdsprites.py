@@ -260,6 +260,11 @@ def convert_split(tfrecord, start: int, count: int, out_dir, resolution: int = 6
     return out_dir
 
 
+def open_split(data_dir, features_dir=None) -> "MDSpritesArrays":
+    """A converted split as the trainer's dataset object (slotcov.data.open_dataset); no features."""
+    return MDSpritesArrays(data_dir)
+
+
 class MDSpritesArrays:
     """A converted split served from memory-mapped arrays (the dataset interface of docs/design.md)."""
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from slotcov import paper
-from slotcov.cells import DATASETS
+from slotcov.cells import CURVES, DATASETS
 from slotcov.errors import UserError
 from slotcov.evaluate.metrics import stripe_score
 from slotcov.io import atomic_path
@@ -167,8 +167,6 @@ def _curves_figure(logs: dict[str, pd.DataFrame], title: str):
     (and COCO pipeline, for runs trained under another than the primary: "seed0-dinosaur")."""
     import matplotlib.pyplot as plt
 
-    from slotcov.train.losses import TERMS  # imports torch: only where curves are drawn
-
     methods = sorted({name.split("/")[0] for name in logs})
     runs = sorted({name.split("/")[1] for name in logs})
     styles = ["-", "--", ":", "-."]
@@ -177,7 +175,7 @@ def _curves_figure(logs: dict[str, pd.DataFrame], title: str):
         method, run = name.split("/")
         return {"color": f"C{methods.index(method) % 10}", "linestyle": styles[runs.index(run) % 4]}
 
-    terms = [t for t in ["loss", "recon", *TERMS, "grad_norm", "lr"]
+    terms = [t for t in CURVES
              if any(t in d and d[t].abs().sum() > 0 for d in logs.values())]
     cols = min(3, len(terms))
     rows = -(-len(terms) // cols)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from slotcov.cells import CURVES, DATASETS
 from slotcov.io import atomic_path
 from slotcov.report.results import load_logs, log
 
-TERMS = ["loss", "recon", "cov", "var", "cos", "grad_norm", "lr"]  # columns of log.csv, one chart each
-DATASETS = ["cmdsprites", "coco"]
+TERMS = CURVES  # one chart each
 
 
 def curves(results_dir) -> dict[str, pd.DataFrame]:

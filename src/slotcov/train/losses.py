@@ -5,10 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# The regulariser's terms, in log order: the name each is logged under (log.csv column, the training
-# curves' panel, the non-finite check) -> the `reg` key of its weight. regulariser_terms returns a
-# subset of these; every other list of terms is derived from this one.
-TERMS = {"cov": "cov_weight", "var": "var_weight", "cos": "cosine_weight"}
+from slotcov.cells import LOSS_TERMS as TERMS  # the regulariser's terms (plain data, beside REG)
 
 
 def covariance_loss(z: torch.Tensor, divide_by: str = "d2") -> torch.Tensor:
