@@ -195,7 +195,8 @@ def test_five_seed_tree_with_known_effects(tmp_path):
     assert c1["verdict_code"] == 1 and c13["verdict_code"] == -1 and c4["verdict_code"] == 0
     assert c1["level"] == pytest.approx(0.05 / 24) and c1["paper_in_pi"] == "no"  # 4 is not a single run's 1.89
     assert set(summary[~summary["id"].isin(["C1", "C4", "C13"])]["verdict"]) <= {"not run", "inconclusive"}
-    assert by_id(summary, "C2")["why"] == "no result for coco/sa under the authors pipeline"
+    assert by_id(summary, "C2")["why"] == ("no result for coco/sa under the authors pipeline: no model trained under "
+                                           "it (data.coco.train_pipelines must list authors)")
     primary = rows[(rows["id"] == "C1") & (rows["role"] == "primary")].iloc[0]
     assert primary["ci_low"] == pytest.approx(c1["ci_low"]) and primary["level"] == c1["level"]
 
@@ -387,7 +388,8 @@ def test_a_pipeline_reads_only_the_models_trained_under_it(tmp_path):
                                      & (rows["metric"] == "fg_ari")].iloc[0]
     assert row("C2", "authors")["verdict"] != "not run"
     assert (row("C2", "dinosaur")["verdict"], row("C2", "dinosaur")["why"]) == (
-        "not run", "no result for coco/sa under the dinosaur pipeline")
+        "not run", "no result for coco/sa under the dinosaur pipeline: no model trained under it "
+                   "(data.coco.train_pipelines must list dinosaur)")
     assert row("C3", "dinosaur")["effect"] == pytest.approx(28.0 - 24.0)  # covloss trained under it, block masks
     assert by_id(summary, "C11")["verdict"] == "not run"  # its primary test is under the dinosaur pipeline
     coco_trained(tmp_path, "coco/sa", {"authors": spread(20.0, 0.5), "dinosaur": spread(20.2, 0.3)})
