@@ -13,7 +13,7 @@ import slotcov.train.checkpoint
 from slotcov.train import identity
 from slotcov.errors import UserError
 from slotcov.train.loop import NonFiniteLoss, train
-from tiny_run import assert_same_weights, tiny_cell, tiny_dataset, weights
+from tiny_run import assert_same_weights, checkpoint_writes, tiny_cell, tiny_dataset, weights
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +85,7 @@ def test_a_coco_split_and_feature_store_are_identified_by_content(tmp_path):
 
 def saves(monkeypatch) -> list:
     """The (file, step) of every checkpoint write from now on."""
-    written = []
-    real = slotcov.train.checkpoint.save_checkpoint
-
-    def save(path, **state):
-        written.append((path.name, state.get("step")))
-        real(path, **state)
-
-    monkeypatch.setattr(slotcov.train.checkpoint, "save_checkpoint", save)
-    return written
+    return checkpoint_writes(monkeypatch)
 
 
 def record(run) -> dict:

@@ -15,7 +15,7 @@ import yaml
 
 from slotcov.errors import UserError
 from slotcov.train.loop import NonFiniteLoss, Preempted, batch_indices, lr_at, train
-from tiny_run import assert_same_weights, tiny_cell, tiny_dataset, weights
+from tiny_run import assert_same_weights, checkpoint_writes, tiny_cell, tiny_dataset, weights
 
 HERE = Path(__file__).parent
 
@@ -93,17 +93,9 @@ def test_sigterm_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
 def test_a_signal_at_a_checkpoint_step_writes_the_checkpoint_once(tmp_path, monkeypatch, signum):
-    import slotcov.train.checkpoint
     import slotcov.train.loop
 
-    written = []
-    real_save = slotcov.train.checkpoint.save_checkpoint
-
-    def save(path, **state):
-        written.append((path.name, state.get("step")))
-        real_save(path, **state)
-
-    monkeypatch.setattr(slotcov.train.checkpoint, "save_checkpoint", save)
+    written = checkpoint_writes(monkeypatch)
     signal_during(monkeypatch, 7, signum)  # seen after update 7: step 8, a checkpoint step
     with pytest.raises(Preempted, match=f"{signum.name} at step 8"):
         train(tiny_cell(steps=12, checkpoint_every=4), tiny_dataset(), tmp_path, progress=False)

@@ -53,3 +53,18 @@ if __name__ == "__main__":
 
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     train(tiny_cell(steps=steps, checkpoint_every=1), tiny_dataset(), sys.argv[1], progress=False)
+
+
+def checkpoint_writes(monkeypatch) -> list:
+    """The (file name, step) of every checkpoint write from now on (model.pt: step None)."""
+    import slotcov.train.checkpoint
+
+    written = []
+    real = slotcov.train.checkpoint.save_checkpoint
+
+    def save(path, **state):
+        written.append((path.name, state.get("step")))
+        real(path, **state)
+
+    monkeypatch.setattr(slotcov.train.checkpoint, "save_checkpoint", save)
+    return written

@@ -321,6 +321,20 @@ def _pipelines_note(runs: dict, records: dict) -> str:
     return "; ".join(f"{name}: scored on {name}, {trained(name)}" for name in runs)
 
 
+def add_result_args(p, kind: str, out: str, details: str) -> None:
+    """The arguments evaluate and probe share: where the numbers, their details and provenance go, and
+    the device, seed and --set of the scored run."""
+    p.add_argument("--out", required=True, help=f"{kind} JSON: {out} (the DVC metrics)")
+    p.add_argument("--details", required=True, metavar="PATH",
+                   help=f"details JSON ({details}), e.g. results/details/{kind}/...")
+    p.add_argument("--provenance", required=True, metavar="PATH",
+                   help=f"provenance JSON (commit, versions, device, times), e.g. results/provenance/{kind}/...")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="the seed the run was trained with (as slotcov train)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a cell setting the run was trained with, as slotcov train's --set (repeatable)")
+
+
 def cli_evaluate(argv: list[str]) -> int:
     import argparse
 
@@ -343,19 +357,11 @@ def cli_evaluate(argv: list[str]) -> int:
                    help="COCO: the run folder of the model trained under pipeline NAME (each --pipeline other "
                         "than the primary; a model is scored only under the pipeline it was trained under)")
     p.add_argument("--primary", help="COCO: the pipeline whose numbers go to the top level (default: the first)")
-    p.add_argument("--out", required=True, help="metrics JSON: the result numbers only (the DVC metrics)")
-    p.add_argument("--details", required=True, metavar="PATH",
-                   help="details JSON (counts, the authors' FG-ARI, every COCO pipeline's numbers), "
-                        "e.g. results/details/metrics/...")
-    p.add_argument("--provenance", required=True, metavar="PATH",
-                   help="provenance JSON (commit, versions, device, times), e.g. results/provenance/metrics/...")
+    add_result_args(p, "metrics", "the result numbers only",
+                    "counts, the authors' FG-ARI, every COCO pipeline's numbers")
     p.add_argument("--samples", help="NPZ of the first images, masks and reconstructions (figures; primary pipeline)")
     p.add_argument("--batch-size", type=int, help="default: the config's eval.batch_size")
     p.add_argument("--n-samples", type=int, help="default: the config's eval.n_samples")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0, help="the seed the run was trained with (as slotcov train)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a cell setting the run was trained with, as slotcov train's --set (repeatable)")
     args = p.parse_args(argv)
     if args.cell not in PAPER_CELLS and args.cell not in EVAL_ONLY:
         raise UserError(f"unknown cell {args.cell!r}; choose one of: {', '.join([*PAPER_CELLS, *sorted(EVAL_ONLY)])}")

@@ -242,7 +242,7 @@ def cli_probe(argv: list[str]) -> int:
     from slotcov.train import identity
     from slotcov.cells import PAPER_CELLS
     from slotcov.data import open_dataset
-    from slotcov.evaluate.evaluation import diverged_result, provenance, scored_run, write_result
+    from slotcov.evaluate.evaluation import add_result_args, diverged_result, provenance, scored_run, write_result
     from slotcov.io import write_json
     from slotcov.io import resolve_device
     from slotcov.train.loop import load_trained
@@ -252,16 +252,8 @@ def cli_probe(argv: list[str]) -> int:
     p.add_argument("--cell", required=True, help="cmdsprites/METHOD")
     p.add_argument("--run", required=True, help="run folder (run.json; model.pt when the run finished)")
     p.add_argument("--data", required=True, help="the probe split: training, validation, then test scenes")
-    p.add_argument("--out", required=True, help="probe JSON: the five scores and `diverged` (the DVC metrics)")
-    p.add_argument("--details", required=True, metavar="PATH",
-                   help="details JSON (scene and object counts, the step the probe stopped), "
-                        "e.g. results/details/probe/...")
-    p.add_argument("--provenance", required=True, metavar="PATH",
-                   help="provenance JSON, e.g. results/provenance/probe/...")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0, help="the seed the run was trained with (as slotcov train)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a cell setting the run was trained with, as slotcov train's --set (repeatable)")
+    add_result_args(p, "probe", "the five scores and `diverged`",
+                    "scene and object counts, the step the probe stopped")
     args = p.parse_args(argv)
     probed = [c for c in PAPER_CELLS if c.startswith("cmdsprites/")]
     if args.cell not in probed:

@@ -8,7 +8,6 @@ figure is written as PNG and PDF, and a figure whose inputs are gone is deleted,
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from slotcov.cells import CURVES, DATASETS
 from slotcov.errors import UserError
 from slotcov.evaluate.metrics import stripe_score
 from slotcov.io import atomic_path
-from slotcov.report.results import first_sample, load_logs, load_results, load_sweep, log
+from slotcov.report.results import cli_parser, first_sample, load_logs, load_results, load_sweep, log
 
 FIGURES = [  # file stem, caption (the report's order)
     ("recon_cmdsprites_sa", "Slot Attention reconstructions on ColoredMDSprites (paper Fig. 2)."),
@@ -359,10 +358,9 @@ def figures(results_dir, out_dir, only=None) -> list[Path]:
 
 
 def cli_figures(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="slotcov figures", description="The paper's figures (PNG + PDF) from the "
-                                "evaluation samples, training logs, the bottleneck sweep and the metrics files.")
-    p.add_argument("--results", default="results", help="results folder (samples/, runs/, sweep/, metrics/)")
-    p.add_argument("--out", default="reports/figures")
+    p = cli_parser("figures", "The paper's figures (PNG + PDF) from the evaluation samples, training logs, the "
+                   "bottleneck sweep and the metrics files.", "samples/, runs/, sweep/, metrics/", "reports/figures",
+                   "folder for <figure>.png/.pdf")
     p.add_argument("--only", nargs="+", metavar="FIGURE", help="write only these figures, each either way: "
                    "one without its inputs says what is missing (default: every figure whose inputs exist)")
     args = p.parse_args(argv)

@@ -10,14 +10,13 @@ file as one chart with one line per run (the template .dvc/plots/runs.json colou
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 
 from slotcov.cells import CURVES, DATASETS
 from slotcov.io import atomic_path
-from slotcov.report.results import load_logs, log
+from slotcov.report.results import cli_parser, load_logs, log
 
 TERMS = CURVES  # one chart each
 
@@ -51,10 +50,8 @@ def write_plots(results_dir, out_dir) -> list[Path]:
 
 
 def cli_plots(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="slotcov plots", description="Training curves as DVC plot data: one CSV per "
-                                "logged term (step, value, run) from every training log.")
-    p.add_argument("--results", default="results", help="results folder (runs/)")
-    p.add_argument("--out", default="reports/plots")
+    p = cli_parser("plots", "Training curves as DVC plot data: one CSV per logged term (step, value, run) from "
+                   "every training log.", "runs/", "reports/plots", "folder for <term>.csv")
     args = p.parse_args(argv)
     write_plots(args.results, args.out)
     return 0

@@ -22,6 +22,16 @@ KEYS = ["dataset", "method", "seed", "has_prov"]  # columns of load_results even
 PROVENANCE_HEADER = ["Cell", "Seed", "Commit", "Preset", "Pipeline", "Data / encoder", "Device", "Wall (s)"]
 
 
+def cli_parser(command: str, description: str, reads: str, out: str, out_help: str):
+    """The argument parser of a report command: `--results` (the folder it reads) and `--out`."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=f"slotcov {command}", description=description)
+    p.add_argument("--results", default="results", help=f"results folder ({reads})")
+    p.add_argument("--out", default=out, help=out_help)
+    return p
+
+
 def log(msg: str) -> None:
     print(f"slotcov reports: {msg}", file=sys.stderr)
 

@@ -9,7 +9,6 @@ COCO pipeline, another probe, a reduced preset, non-paper knobs, no provenance).
 """
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pandas as pd
 from slotcov import paper
 from slotcov.errors import UserError
 from slotcov.io import atomic_path, write_text
-from slotcov.report.results import coco_pipelines, load_results, log
+from slotcov.report.results import cli_parser, coco_pipelines, load_results, log
 
 TABLES = [  # file stem, caption (the report's order): read by the LaTeX and matplotlib reports and the workflow
     ("table1", "FG-ARI (%) on ColoredMDSprites and COCO (paper Table 1)."),
@@ -376,10 +375,8 @@ def tables(results_dir, out_dir, numbers_path=None, only=None) -> dict[str, pd.D
 
 
 def cli_tables(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="slotcov tables", description="Tables 1-3 (LaTeX + CSV) and numbers.tex "
-                                "from the metrics and probing files.")
-    p.add_argument("--results", default="results", help="results folder (metrics/, probe/, provenance/)")
-    p.add_argument("--out", default="reports/tables", help="folder for <table>.tex/.csv")
+    p = cli_parser("tables", "Tables 1-3 (LaTeX + CSV) and numbers.tex from the metrics and probing files.",
+                   "metrics/, probe/, details/, provenance/", "reports/tables", "folder for <table>.tex/.csv")
     p.add_argument("--numbers", help="\\newcommand file of every number (default: OUT/../numbers.tex; "
                    "with --only: written only when given)")
     p.add_argument("--only", nargs="*", metavar="TABLE", help="write only these tables "
