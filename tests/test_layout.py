@@ -63,3 +63,21 @@ def test_the_stage_order_check_catches_a_later_import(tmp_path):
     bad.write_text("from slotcov.report.tables import build\n")
     imports = slotcov_imports("slotcov.train.loop", bad)
     assert any(stage_of(m) > stage_of("slotcov.train.loop") for m in imports)
+
+
+def test_every_module_imports_on_its_own():
+    """Each module imports first in a fresh interpreter (no import cycle that only another module's import hides),
+    and `from package import submodule` does not import the package's re-exported module on the way."""
+    import subprocess
+    import sys
+
+    names = [n for n in modules() if n != "slotcov"]
+    script = ("import importlib, sys\n"
+              f"for name in {names!r}:\n"
+              "    for loaded in [m for m in sys.modules if m == 'slotcov' or m.startswith('slotcov.')]:\n"
+              "        del sys.modules[loaded]\n"
+              "    importlib.import_module(name)\n"
+              "from slotcov.train import identity\n"
+              "assert 'slotcov.train.loop' not in sys.modules, 'slotcov.train.loop imported by a submodule import'\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

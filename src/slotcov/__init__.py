@@ -8,7 +8,10 @@ def reexport(package: str, module: str):
     imported on first use (so importing the package stays light)."""
     def __getattr__(name: str):
         import importlib
+        import importlib.util
 
+        if importlib.util.find_spec(f"{package}.{name}") is not None:  # a submodule: `from package import step`
+            return importlib.import_module(f"{package}.{name}")  # without importing `module` on the way
         try:
             return getattr(importlib.import_module(f"{package}.{module}"), name)
         except AttributeError:
