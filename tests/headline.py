@@ -5,7 +5,7 @@ stage packages (commit 5899367): `numbers.json` (each metrics, probe and sweep f
 numbers, COCO pipeline sections as `pipelines.<name>.<key>`) and `tables/table{1,2,3}.csv`.
 test_pipeline.py compares the suite's finished DAG with them: a change that only moves code must
 leave them in place. Keys and rows the reference lacks (new cells, metrics, columns) are not compared.
-A result is its metrics file with its details file (results/details/<same path>) merged in. The
+A result is its metrics file with its details file merged in (slotcov.report.results.read_result). The
 reference holds no `dinosaur` section or column of a trained COCO cell: the test preset trains those
 under the primary pipeline only (data.coco.train_pipelines), and a model is scored only under the
 pipeline it was trained under.
@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
+from slotcov.report.results import read_result
 
 REFERENCE = Path(__file__).resolve().parent / "reference"
 TABLES = ["table1", "table2", "table3"]
@@ -56,10 +58,7 @@ def headline(repo: Path) -> dict[str, dict]:
     out = {}
     for kind, keys in [("metrics", METRICS), ("probe", PROBE), ("sweep", METRICS)]:
         for path in sorted((repo / "results" / kind).rglob("seed*.json")):
-            relative = path.relative_to(repo / "results")
-            details = repo / "results" / "details" / relative
-            data = {**(json.loads(details.read_text()) if details.exists() else {}), **json.loads(path.read_text())}
-            out[str(relative)] = _numbers(data, keys)
+            out[str(path.relative_to(repo / "results"))] = _numbers(read_result(repo / "results", path), keys)
     return out
 
 
