@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from slotcov.cells import DATASETS
+from slotcov.config import DEFAULTS
 
 # Table 1: FG-ARI (%) per (dataset, method). SA/COCO (20) is quoted from DINOSAUR.
 TABLE1 = {
@@ -45,7 +46,7 @@ BLOCKMASKS = 23.0
 # FG-ARI code); block masks come from DINOSAUR's published pipeline (centre crops).
 PAPER_PIPELINE = {"cmdsprites": "cmdsprites", "coco": "authors"}
 BLOCKMASKS_PIPELINE = "dinosaur"
-COCO_PIPELINES = ("authors", "dinosaur")
+COCO_PIPELINES = tuple(DEFAULTS["data"]["coco"]["pipelines"])  # their names; settings: slotcov.config.DEFAULTS
 
 # Table 2's probe: the authors' protocol, the frozen model re-run (new initial slots) on every batch.
 PAPER_PROBE = {"protocol": "authors", "resample_slots": True}
